@@ -1,0 +1,121 @@
+"""Errors are values with a code: one type, one envelope renderer, request ids (SPEC §5)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+# Default human messages per code; a raise site may pass a more specific one.
+MESSAGES: dict[str, str] = {
+    "INVALID_REQUEST": "The request is not valid.",
+    "MISSING_API_KEY": "No API key was provided.",
+    "INVALID_API_KEY": "The API key is not valid.",
+    "KEY_REVOKED": "This API key has been revoked.",
+    "KEY_EXPIRED": "This API key has expired.",
+    "INSUFFICIENT_SCOPE": "This API key does not have the required access level.",
+    "SITE_NOT_ALLOWED": "This API key is not allowed to access this site.",
+    "NOT_FOUND": "Not found.",
+    "KEY_NOT_FOUND": "No API key with this id exists.",
+    "METHOD_NOT_ALLOWED": "Method not allowed.",
+    "KEY_NOT_REVOKED": "Only a revoked key can be deleted. Revoke the key first.",
+    "PAYLOAD_TOO_LARGE": "The request body is too large.",
+    "RATE_LIMITED": "Rate limit exceeded.",
+    "TOO_MANY_FAILED_ATTEMPTS": "Too many failed authentication attempts.",
+    "UPSTREAM_UNAVAILABLE": "The upstream service is unavailable.",
+    "SERVICE_UNAVAILABLE": "A backend service is unavailable.",
+    "UPSTREAM_TIMEOUT": "The upstream service did not answer in time.",
+    "INTERNAL_ERROR": "An internal error occurred.",
+}
+
+STATUS: dict[str, int] = {
+    "INVALID_REQUEST": 400,
+    "MISSING_API_KEY": 401,
+    "INVALID_API_KEY": 401,
+    "KEY_REVOKED": 401,
+    "KEY_EXPIRED": 401,
+    "INSUFFICIENT_SCOPE": 403,
+    "SITE_NOT_ALLOWED": 403,
+    "NOT_FOUND": 404,
+    "KEY_NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "KEY_NOT_REVOKED": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "RATE_LIMITED": 429,
+    "TOO_MANY_FAILED_ATTEMPTS": 429,
+    "UPSTREAM_UNAVAILABLE": 502,
+    "SERVICE_UNAVAILABLE": 503,
+    "UPSTREAM_TIMEOUT": 504,
+    "INTERNAL_ERROR": 500,
+}
+
+
+class GatewayError(Exception):
+    """An error the gateway answers itself, with an HTTP status and a stable code.
+
+    `headers` carries extra response headers (e.g. Retry-After, WWW-Authenticate).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        details: dict[str, Any] | None = None,
+        *,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.code = code
+        self.status = status if status is not None else STATUS[code]
+        self.message = message or MESSAGES.get(code, code)
+        self.details = details or {}
+        self.headers = dict(headers or {})
+        if self.status == 401:
+            self.headers.setdefault("WWW-Authenticate", 'Bearer realm="gateway"')
+        super().__init__(f"{code}: {self.message}")
+
+    def envelope(self, request_id: str) -> dict[str, Any]:
+        return error_envelope(self.code, self.message, self.details, request_id)
+
+
+def invalid_request(field: str, reason: str, message: str | None = None) -> GatewayError:
+    """400 INVALID_REQUEST naming the field (SPEC §5 details: field, reason)."""
+    return GatewayError(
+        "INVALID_REQUEST",
+        message or f"Invalid value for '{field}': {reason}",
+        {"field": field, "reason": reason},
+    )
+
+
+def error_envelope(
+    code: str, message: str, details: dict[str, Any], request_id: str
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details,
+            "requestId": request_id,
+        }
+    }
+
+
+def error_body(error: GatewayError, request_id: str) -> bytes:
+    return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(16)
+
+
+def accept_request_id(value: str | bytes | None) -> str:
+    """Keep a client's X-Request-ID if it is 1–128 visible ASCII characters, else make one."""
+    if value:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("ascii")
+            except UnicodeDecodeError:
+                return new_request_id()
+        if 1 <= len(value) <= 128 and all(33 <= ord(c) <= 126 for c in value):
+            return value
+    return new_request_id()

@@ -1,0 +1,283 @@
+"""Settings: a TOML file plus `GATEWAY_<SECTION>__<KEY>` environment overrides (SPEC §12).
+
+Everything is validated once, up front. Any problem — an unreadable file, bad TOML, an
+unknown setting, a wrong type, a bad URL — becomes one `ConfigError` whose message names
+the file and the field; the CLI prints it and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import limits
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.keys.format import validate_prefix
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is ready to show to a user."""
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8000")
+    return host.strip("[]"), int(port)
+
+
+def _limit_string(value: str) -> str:
+    try:
+        parsed = limits.parse_many(value)
+    except ValueError:
+        raise ValueError('must be a limit like "60/minute" or "10/second;1000/hour"') from None
+    if not parsed:
+        raise ValueError('must be a limit like "60/minute"')
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    listen: str = "127.0.0.1:8000"
+    admin_listen: str = "127.0.0.1:8001"
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+
+    @field_validator("listen", "admin_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_host_port(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+
+class UpstreamSettings(_Section):
+    url: str | None = None
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=30.0, gt=0)
+    max_connections: int = Field(default=100, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value.rstrip("/")
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite:///gateway.db"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value.startswith("sqlite://"):
+            from gateway.store.base import sqlite_path
+
+            sqlite_path(value)
+            return value
+        if value.startswith(("redis://", "rediss://", "unix://")):
+            return value
+        raise ValueError("must be sqlite:///path.db or redis://host:port/db")
+
+
+class KeysSettings(_Section):
+    prefix: str = "gw"
+    cache_ttl: float = Field(default=60.0, ge=0)
+    rotation_days: int = Field(default=90, ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+
+class AuthSettings(_Section):
+    headers: list[str] = Field(default_factory=lambda: ["Authorization", "X-API-Key"])
+    site_header: str = "X-Site-Id"
+    site_path_prefix: str = "/sites/"
+    failed_attempts_limit: str = "30/minute"
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one header")
+        return value
+
+    @field_validator("failed_attempts_limit")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        return _limit_string(value)
+
+    @field_validator("site_path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value if value.endswith("/") else value + "/"
+
+
+class RateLimitSettings(_Section):
+    default: str = "60/minute"
+    strategy: Literal["sliding-window-counter", "moving-window", "fixed-window"] = (
+        "sliding-window-counter"
+    )
+    # None: memory:// with SQLite storage, the storage Redis with Redis storage.
+    storage: str | None = None
+    on_backend_error: Literal["allow", "deny"] = "allow"
+    legacy_headers: bool = True
+
+    @field_validator("default")
+    @classmethod
+    def _limit(cls, value: str) -> str:
+        return _limit_string(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("memory://", "redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("must be memory:// or redis://host:port/db")
+        return value
+
+
+class UsageSettings(_Section):
+    recent_per_key: int = Field(default=1000, ge=20)
+    daily_retention_days: int = Field(default=90, ge=1)
+    flush_interval: float = Field(default=0.5, gt=0)
+
+
+class RouteRule(_Section):
+    prefix: str
+    scope: Literal["read", "write", "admin"] | None = None
+    public: bool = False
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    keys: KeysSettings = Field(default_factory=KeysSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    routes: list[RouteRule] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is passed in as init values; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def rate_limit_storage_url(self) -> str:
+        if self.rate_limit.storage:
+            return self.rate_limit.storage
+        if self.storage.url.startswith("sqlite://"):
+            return "memory://"
+        return self.storage.url
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration file ({exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for problem in exc.errors():
+        field = ".".join(str(part) for part in problem.get("loc", ())) or "(top level)"
+        if problem.get("type") == "extra_forbidden":
+            reason = "unknown setting"
+        else:
+            reason = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
+        lines.append(f"{source}: {field}: {reason}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from `path` (or $GATEWAY_CONFIG, or the embedded defaults) and the environment.
+
+    `overrides` are section dicts (e.g. `storage={"url": ...}`) that win over both.
+    Raises ConfigError with a message naming the file and the field.
+    """
+    if path is None:
+        path = os.environ.get("GATEWAY_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        file_path = Path(path)
+        data = _read_toml(file_path)
+        source = f"{file_path} (or its GATEWAY_* environment overrides)"
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    if not overrides:
+        return settings
+    # Overrides (command-line flags) win over both the file and the environment.
+    merged = settings.model_dump()
+    for section, values in overrides.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "command line")) from None
