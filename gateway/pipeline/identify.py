@@ -1,0 +1,145 @@
+"""Identify the key of a request: extract it from the headers, check its shape offline,
+then verify it from an in-process cache or the store (SPEC §2, §3 step 2, §13).
+
+The cache maps a value's HMAC digest to what the store said about it. Every change the
+store reports drops that key's entries, so revoke, rotate and edit apply from the very
+next request; `cache_ttl` bounds how long an entry may live if an event was missed.
+Malformed and unknown values are never cached, so they cannot grow it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from gateway import metrics
+from gateway.errors import GatewayError, invalid_request
+from gateway.keys.format import is_well_formed
+from gateway.keys.model import ApiKey, Status, utcnow
+from gateway.keys.service import KeyService
+from gateway.store.base import ALL_KEYS, DigestMatch, StoreError
+
+BEARER = b"bearer "
+
+
+def key_header_names(names: Iterable[str]) -> tuple[bytes, ...]:
+    """The configured key headers as lower-case bytes, the form ASGI headers come in."""
+    return tuple(name.lower().encode("latin-1") for name in names)
+
+
+def extract_key(headers: Iterable[tuple[bytes, bytes]], names: tuple[bytes, ...]) -> str | None:
+    """The key a request presents, or None. Different values in key headers → 400.
+
+    `Authorization` counts only with the Bearer scheme; other headers carry the bare
+    value. The query string is never looked at.
+    """
+    found: str | None = None
+    for name, raw in headers:
+        if name not in names:
+            continue
+        if name == b"authorization":
+            if raw[:7].lower() != BEARER:
+                continue
+            raw = raw[7:]
+        value = raw.strip().decode("latin-1")
+        if not value:
+            continue
+        if found is not None and value != found:
+            raise invalid_request(
+                "Authorization",
+                "the request carries different API keys in its key headers",
+                "The request carries two different API keys.",
+            )
+        found = value
+    return found
+
+
+class _Entry:
+    __slots__ = ("key_id", "loaded", "match")
+
+    def __init__(self, match: DigestMatch, loaded: float) -> None:
+        self.match = match
+        self.key_id = match.key.id
+        self.loaded = loaded
+
+
+class KeyVerifier:
+    """Verifies presented values; one per process, shared by the proxy and the admin API."""
+
+    def __init__(
+        self,
+        service: KeyService,
+        *,
+        cache_ttl: float = 60.0,
+        max_entries: int = 100_000,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.service = service
+        self.prefix = service.prefix
+        self.cache_ttl = cache_ttl
+        self.max_entries = max_entries
+        self.monotonic = monotonic
+        self.clock = clock
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        # Bumped by every invalidation: a lookup that raced one is not cached.
+        self._generation = 0
+
+    def attach(self) -> None:
+        """Start listening to the store's change events (call from the running loop)."""
+        self.service.store.add_listener(self.invalidate)
+
+    def invalidate(self, key_id: str) -> None:
+        self._generation += 1
+        if key_id == ALL_KEYS:
+            self._cache.clear()
+            return
+        stale = [digest for digest, entry in self._cache.items() if entry.key_id == key_id]
+        for digest in stale:
+            del self._cache[digest]
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    async def verify(self, value: str) -> ApiKey:
+        """The active, unexpired key `value` belongs to; else GatewayError (401 / 503)."""
+        if not is_well_formed(value, self.prefix):
+            raise GatewayError("INVALID_API_KEY")
+        digest = self.service.digest(value)
+        match = await self._match(digest)
+        now = self.clock()
+        if match is None or not match.valid_at(now):
+            raise GatewayError("INVALID_API_KEY")
+        key = match.key
+        if key.status is Status.REVOKED:
+            raise GatewayError("KEY_REVOKED")
+        if key.expires_at is not None and now >= key.expires_at:
+            raise GatewayError("KEY_EXPIRED")
+        return key
+
+    async def _match(self, digest: str) -> DigestMatch | None:
+        entry = self._cache.get(digest)
+        now = self.monotonic()
+        if entry is not None and now - entry.loaded < self.cache_ttl:
+            metrics.KEY_CACHE_HIT.inc()
+            return entry.match
+        metrics.KEY_CACHE_MISS.inc()
+        generation = self._generation
+        try:
+            match = await self.service.store.lookup_digest(digest)
+        except StoreError:
+            metrics.BACKEND_ERRORS.labels("store").inc()
+            if entry is not None:
+                return entry.match  # fail-soft: a key we knew keeps working
+            raise GatewayError("SERVICE_UNAVAILABLE", "The key store is unavailable.") from None
+        if match is None:
+            self._cache.pop(digest, None)
+            return None
+        if self.cache_ttl > 0 and generation == self._generation:
+            self._cache[digest] = _Entry(match, now)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
+        return match
