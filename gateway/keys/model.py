@@ -107,9 +107,16 @@ def check_rate_limit(value: str | None) -> str | None:
 
 
 def check_future(value: datetime | None) -> datetime | None:
-    if value is not None and value <= utcnow():
+    if value is None:
+        return None
+    try:
+        # e.g. 9999-12-31T23:59:59-23:59 is past the last representable UTC moment.
+        moment = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if moment <= utcnow():
         raise ValueError("must be in the future")
-    return value.astimezone(UTC) if value is not None else None
+    return moment
 
 
 Name = Annotated[str, AfterValidator(check_name)]
