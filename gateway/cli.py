@@ -91,9 +91,11 @@ def _failures(as_json: bool, request_id: str) -> Iterator[None]:
     except StoreError as error:
         _fail(f"the key store cannot be reached: {error}", EXIT_RULES)
     except OSError as error:
-        _fail(str(error), EXIT_RULES)
-    except _Declined:
+        _fail(f"cannot open the key store: {error}", EXIT_RULES)
+    except (_Declined, click.Abort):
         _fail("not confirmed; nothing changed.", EXIT_RULES)
+    except Exception as error:  # a bug: still one line for the user, never a traceback
+        _fail(f"unexpected failure ({type(error).__name__}: {error})", EXIT_RULES)
 
 
 def _settings(ctx: click.Context, **overrides: Any) -> Settings:
@@ -113,11 +115,16 @@ def _show_log_lines() -> None:
     """Let the gateway's informational log lines (e.g. "created a server secret") reach
     stderr, so stdout stays the command's output."""
     logger = logging.getLogger("gateway")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(handler, _EchoHandler) for handler in logger.handlers):
+        logger.addHandler(_EchoHandler())
         logger.setLevel(logging.INFO)
+
+
+class _EchoHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
 
 
 def _run_with_service(
