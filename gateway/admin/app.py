@@ -1,0 +1,114 @@
+"""The admin listener's ASGI app: the admin API, health, metrics and the dashboard (SPEC §9).
+
+`gateway serve` builds it with the `Runtime` it manages; tests and embedders pass
+`manage_runtime=True` so the app's lifespan starts and stops the runtime itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.staticfiles import StaticFiles
+
+from gateway import metrics
+from gateway.admin.api import api_routes
+from gateway.admin.auth import AdminGuard, request_id_of
+from gateway.admin.openapi import openapi_document
+from gateway.errors import GatewayError, error_body
+from gateway.runtime import Runtime
+from gateway.store.base import StoreError
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+READY_TIMEOUT = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics_text(request: Request) -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def _readyz(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
+    async def readyz(request: Request) -> Response:
+        service = runtime.service
+        if service is None:
+            raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
+        try:
+            await asyncio.wait_for(service.store.ping(), READY_TIMEOUT)
+        except (StoreError, TimeoutError, OSError, ConnectionError):
+            metrics.BACKEND_ERRORS.labels("store").inc()
+            raise GatewayError("SERVICE_UNAVAILABLE", "The key store is unavailable.") from None
+        return JSONResponse({"status": "ready"})
+
+    return readyz
+
+
+def error_from_http(exc: HTTPException) -> GatewayError:
+    """Starlette's routing and static-file errors as the gateway's envelope."""
+    if exc.status_code == 405:
+        return GatewayError("METHOD_NOT_ALLOWED", headers=dict(exc.headers or {}))
+    if exc.status_code in (401, 403, 404):  # a missing or unreadable static file
+        return GatewayError("NOT_FOUND")
+    return GatewayError("INVALID_REQUEST", status=exc.status_code)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = error_from_http(exc)
+    return Response(
+        error_body(error, request_id_of(request.scope)),
+        status_code=error.status,
+        headers={**error.headers, "Cache-Control": "no-store"},
+        media_type="application/json",
+    )
+
+
+def create_admin_app(runtime: Runtime, *, manage_runtime: bool = False) -> Starlette:
+    """The admin app over `runtime`; with `manage_runtime` its lifespan starts/stops it."""
+    document = openapi_document(runtime.settings)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", _readyz(runtime), methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        # No slash redirects under /v1: an unknown path is a plain 404 envelope.
+        Mount("/v1", app=Router(api_routes(runtime), redirect_slashes=False)),
+    ]
+    if DASHBOARD_DIR.is_dir():
+        # Last: everything not matched above is a dashboard file (or a 404 envelope).
+        routes.append(Mount("/", app=StaticFiles(directory=DASHBOARD_DIR, html=True)))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_runtime:
+            await runtime.start()
+        try:
+            yield
+        finally:
+            if manage_runtime:
+                await runtime.stop()
+
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(AdminGuard, runtime=runtime, key_headers=runtime.settings.auth.headers)
+        ],
+        exception_handlers={HTTPException: _http_exception},
+        lifespan=lifespan,
+    )

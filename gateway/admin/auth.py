@@ -1,0 +1,125 @@
+"""The admin listener's front door, as pure ASGI (SPEC §5, §9).
+
+Every HTTP request gets a request id (a valid client `X-Request-ID` is kept) that comes
+back in the `X-Request-ID` header of every response. Every path under `/v1` needs an
+`admin`-scope key, checked before routing, so an unauthenticated caller learns nothing
+about which paths or methods exist. Any error becomes the JSON envelope; an unexpected
+exception becomes 500 `INTERNAL_ERROR` without a trace in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import GatewayError, accept_request_id, error_body
+from gateway.keys.model import ApiKey
+from gateway.keys.model import Scope as KeyScope
+from gateway.pipeline.identify import extract_key, key_header_names
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = logging.getLogger("gateway.admin")
+
+# Keys of the ASGI scope where the guard leaves what it learned for the handlers.
+REQUEST_ID = "gateway.request_id"
+ADMIN_KEY = "gateway.admin_key"
+
+PROTECTED_PREFIX = "/v1"
+
+
+def is_protected(path: str) -> bool:
+    """Everything under /v1 needs an admin key; health, metrics, the OpenAPI document
+    and the dashboard's static files are public (the dashboard signs in with a key)."""
+    return path == PROTECTED_PREFIX or path.startswith(PROTECTED_PREFIX + "/")
+
+
+def request_id_of(scope: Scope) -> str:
+    return scope.get(REQUEST_ID) or accept_request_id(None)
+
+
+def admin_key_of(scope: Scope) -> ApiKey:
+    return scope[ADMIN_KEY]
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    body = error_body(error, request_id)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    for name, value in error.headers.items():
+        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AdminGuard:
+    """Request id, admin authentication and the last-resort error envelope."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, key_headers: Iterable[str]) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.key_headers = key_header_names(key_headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = accept_request_id(_header(scope, b"x-request-id"))
+        scope[REQUEST_ID] = request_id
+        id_header = (b"x-request-id", request_id.encode("ascii"))
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [h for h in message.get("headers", []) if h[0].lower() != id_header[0]]
+                headers.append(id_header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if is_protected(scope["path"]):
+                scope[ADMIN_KEY] = await self.authenticate(scope)
+            await self.app(scope, receive, send_with_id)
+        except GatewayError as error:
+            if started:
+                log.warning("error after the response started: %s", error.code)
+                return
+            await send_error(send_with_id, error, request_id)
+        except Exception:
+            # A bug: log it with the request id, answer without the trace.
+            log.exception("unexpected error in an admin request", extra={"requestId": request_id})
+            if not started:
+                await send_error(send_with_id, GatewayError("INTERNAL_ERROR"), request_id)
+
+    async def authenticate(self, scope: Scope) -> ApiKey:
+        """The admin key of the request, or GatewayError 400/401/403/503 (SPEC §2, §3, §9)."""
+        verifier = self.runtime.verifier
+        if verifier is None:
+            raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
+        value = extract_key(scope["headers"], self.key_headers)
+        if value is None:
+            raise GatewayError("MISSING_API_KEY")
+        key = await verifier.verify(value)
+        if key.scope is not KeyScope.ADMIN:
+            raise GatewayError(
+                "INSUFFICIENT_SCOPE",
+                "The admin API needs an API key with the admin access level.",
+                {"required": KeyScope.ADMIN.value, "granted": key.scope.value},
+            )
+        return key
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
