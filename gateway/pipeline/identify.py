@@ -143,3 +143,49 @@ class KeyVerifier:
             while len(self._cache) > self.max_entries:
                 self._cache.popitem(last=False)
         return match
+
+
+class FailedAttempts:
+    """The failed-attempt throttle per client IP (SPEC §4, `auth.failed_attempts_limit`).
+
+    Counted: a presented value that is malformed, unknown, revoked or expired. Not
+    counted: a request with no key at all (nothing was guessed), and a store outage.
+    An IP beyond the limit is answered 429 TOO_MANY_FAILED_ATTEMPTS before any lookup.
+
+    The counters live in this process (a sliding window counter per IP, bounded in
+    number), so checking a well-behaved IP costs one dict lookup and no round trip; with
+    several replicas each one throttles on its own.
+    """
+
+    def __init__(
+        self,
+        limit: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = 100_000,
+    ) -> None:
+        from gateway.pipeline.ratelimit import MemoryCounters, parse_policy
+
+        self.policy = parse_policy(limit)
+        self.counters = MemoryCounters("sliding-window-counter", max_entries=max_entries)
+        self.clock = clock
+
+    def check(self, ip: str) -> None:
+        """429 TOO_MANY_FAILED_ATTEMPTS (with Retry-After) when `ip` is beyond the limit."""
+        if not self.counters.known(ip, self.policy):
+            return
+        outcome = self.counters.acquire(ip, self.policy, int(self.clock() * 1000), hit=False)
+        if outcome.admitted:
+            return
+        from gateway.pipeline.ratelimit import retry_after
+
+        seconds = retry_after(outcome)
+        raise GatewayError(
+            "TOO_MANY_FAILED_ATTEMPTS",
+            f"Too many failed authentication attempts. Retry after {seconds} seconds.",
+            {"retryAfter": seconds},
+            headers={"Retry-After": str(seconds)},
+        )
+
+    def failed(self, ip: str) -> None:
+        self.counters.acquire(ip, self.policy, int(self.clock() * 1000))
