@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -27,6 +26,7 @@ from yarl import URL
 
 from gateway import metrics
 from gateway.errors import GatewayError, error_body
+from gateway.pipeline.clientip import ClientIP
 from gateway.pipeline.identify import key_header_names
 from gateway.settings import Settings
 
@@ -87,22 +87,6 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(names - NEVER_NOMINATED)
 
 
-class TrustedProxies:
-    """`server.trusted_proxies` parsed once; `peer in trusted` for a socket peer address."""
-
-    def __init__(self, networks: Iterable[str]) -> None:
-        self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
-
-    def __contains__(self, address: str) -> bool:
-        if not self.networks or not address:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
-
-
 class UpstreamApp:
     """ASGI app forwarding every http request to one upstream through a pooled client."""
 
@@ -114,7 +98,7 @@ class UpstreamApp:
         self.base = url.rstrip("/")
         self.host = parts.netloc.rsplit("@", 1)[-1].encode("latin-1")
         self.removed = HOP_BY_HOP | ADDED | frozenset(key_header_names(settings.auth.headers))
-        self.trusted = TrustedProxies(settings.server.trusted_proxies)
+        self.client_ip = ClientIP(settings.server.trusted_proxies)
         self.max_body = settings.server.max_body_bytes
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -259,7 +243,9 @@ class UpstreamApp:
         peer = scope["client"][0] if scope.get("client") else ""
         # Only a trusted proxy's X-Forwarded-* is believed and kept; anyone else's is
         # replaced, so a client cannot make the upstream see a made-up address or host.
-        trusted = (client_xff or client_proto or client_fwd_host) and peer in self.trusted
+        trusted = (client_xff or client_proto or client_fwd_host) and self.client_ip.is_trusted(
+            peer
+        )
         if trusted and client_xff:
             xff = b", ".join(client_xff).decode("latin-1") + ", " + peer
         else:
@@ -267,10 +253,10 @@ class UpstreamApp:
         proto = client_proto if trusted and client_proto else scope.get("scheme", "http").encode()
         fwd_host = client_fwd_host if trusted and client_fwd_host else host
 
-        key = scope.get("gateway.key")
-        if key is not None:
-            out.append(("X-Gateway-Key-Id", key.id))
-            out.append(("X-Gateway-Key-Scope", _scope_name(key)))
+        key = scope.get("gateway.key")  # {"id", "name", "scope", "sites"}; None on public routes
+        if key:
+            out.append(("X-Gateway-Key-Id", key["id"]))
+            out.append(("X-Gateway-Key-Scope", key["scope"]))
         out.append(("Host", self.host.decode("latin-1")))
         out.append(("X-Request-ID", scope.get("gateway.request_id") or ""))
         if xff:
@@ -291,6 +277,7 @@ class UpstreamApp:
         log.warning(
             "upstream %s: %s",
             "timeout" if timed_out else "unavailable",
+            # The type only: aiohttp's messages can carry the URL and its query string.
             type(exc).__name__,
             extra={"requestId": scope.get("gateway.request_id")},
         )
@@ -431,11 +418,6 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
     if any(name.lower() == b"connection" for name, _ in raw):
         dropped = dropped | connection_tokens((n.lower(), v) for n, v in raw)
     return [(name, value) for name, value in raw if name.lower() not in dropped]
-
-
-def _scope_name(key: Any) -> str:
-    scope = key.scope
-    return getattr(scope, "value", scope)
 
 
 async def _send_error(send: Any, error: GatewayError, request_id: str, scope: Scope) -> None:

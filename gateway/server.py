@@ -1,0 +1,343 @@
+"""`gateway serve` and `gateway demo`: the proxy and admin listeners in one process (SPEC §9, §10).
+
+Both listeners run on uvicorn (httptools, uvloop) as two `uvicorn.Server`s in one event
+loop, sharing one `Runtime` that is started before they accept anything and stopped
+after the last in-flight request finished (which flushes the usage buffer).
+
+SIGTERM / SIGINT: both servers stop accepting, in-flight requests get up to
+`GRACE_SECONDS` to finish, then the upstream client and the runtime close and the
+process exits 0. A second signal stops waiting for in-flight requests.
+
+Startup problems surface as exceptions the CLI turns into one line and an exit code:
+`ConfigError` (exit 2), `StoreError` and `OSError` such as a port in use (exit 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.settings import ConfigError, Settings, load_settings, parse_host_port
+
+log = logging.getLogger("gateway")
+
+GRACE_SECONDS = 30.0
+DEMO_LISTEN = "127.0.0.1:8000"
+DEMO_ADMIN_LISTEN = "127.0.0.1:8001"
+
+
+# --- sockets ---------------------------------------------------------------------------
+
+
+def bind(listen: str, purpose: str, *, fallback_to_free: bool = False) -> socket.socket:
+    """A listening TCP socket on `listen` ("HOST:PORT"); OSError with a clear message.
+
+    Bound here rather than by uvicorn so that a port in use is one readable error
+    before anything starts (uvicorn would log and call sys.exit itself). With
+    `fallback_to_free`, a taken port is replaced by a free one (the demo does this).
+    """
+    host, port = parse_host_port(listen)
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET  # a host name, e.g. localhost
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if not (fallback_to_free and exc.errno == errno.EADDRINUSE):
+                raise
+            sock.bind((host, 0))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {listen} for the {purpose}: {reason}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def address_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- logging ---------------------------------------------------------------------------
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr for the gateway's logs; uvicorn's access log stays off and its
+    own chatter is limited to warnings (the gateway logs one line per request itself)."""
+    from gateway.logs import configure_logging as configure
+
+    configure()
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True
+
+
+# --- running listeners -----------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled once for all listeners (by `run`)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http="httptools",
+        lifespan="off",  # resources are opened and closed by `run`, in order
+        access_log=False,
+        log_config=None,
+        # The gateway decides who the client is (server.trusted_proxies), not uvicorn.
+        proxy_headers=False,
+        # Upstream answers pass through with their own Date/Server headers.
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=GRACE_SECONDS,
+    )
+
+
+async def run_listeners(
+    apps: Sequence[tuple[Any, socket.socket]],
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve each (app, socket) until SIGTERM/SIGINT, then shut all down gracefully."""
+    loop = asyncio.get_running_loop()
+    servers = [_Server(_config(app)) for app, _ in apps]
+    signals = 0
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        stop()
+        if signals > 1:  # a second signal: stop waiting for in-flight requests
+            for server in servers:
+                server.force_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    tasks = [
+        asyncio.ensure_future(server.serve(sockets=[sock]))
+        for server, (_, sock) in zip(servers, apps, strict=True)
+    ]
+    try:
+        while not all(server.started for server in servers):
+            done = [task for task in tasks if task.done()]
+            if done:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            if on_ready is not None:
+                on_ready()
+        # One listener ending (e.g. it failed) ends the others too.
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            exc = task.exception()
+            if exc is not None:
+                raise exc
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def run_gateway(
+    settings: Settings,
+    proxy_sock: socket.socket,
+    admin_sock: socket.socket,
+    *,
+    extra: Sequence[tuple[Any, socket.socket]] = (),
+    on_started: Callable[[Any], Awaitable[None]] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Start the runtime, serve the proxy and admin listeners (and `extra` ones), stop."""
+    from gateway.admin.app import create_admin_app
+    from gateway.middleware import GatewayMiddleware
+    from gateway.pipeline.forward import UpstreamApp
+    from gateway.runtime import Runtime
+
+    runtime = Runtime(settings)
+    await runtime.start()
+    upstream = UpstreamApp(settings)
+    try:
+        await upstream.start()
+        if on_started is not None:
+            await on_started(runtime)
+        proxy = GatewayMiddleware(upstream, runtime=runtime)
+        admin = create_admin_app(runtime)
+        listeners = [*extra, (proxy, proxy_sock), (admin, admin_sock)]
+        await run_listeners(listeners, on_ready=on_ready)
+    finally:
+        await upstream.stop()
+        await runtime.stop()  # flushes buffered usage
+    log.info("gateway stopped")
+
+
+def _run(main: Awaitable[None]) -> None:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)  # type: ignore[arg-type]
+
+
+# --- gateway serve ---------------------------------------------------------------------
+
+
+def serve(settings: Settings) -> None:
+    """Run the proxy and admin listeners until SIGTERM/SIGINT (blocking)."""
+    if not settings.upstream.url:
+        raise ConfigError(
+            "upstream.url is not set: pass --upstream URL, set url in the [upstream] section "
+            "of the config file, or set GATEWAY_UPSTREAM__URL"
+        )
+    configure_logging()
+    proxy_sock = bind(settings.server.listen, "proxy listener (server.listen)")
+    try:
+        admin_sock = bind(settings.server.admin_listen, "admin listener (server.admin_listen)")
+    except OSError:
+        proxy_sock.close()
+        raise
+
+    def ready() -> None:
+        log.info(
+            "gateway listening: proxy http://%s -> %s, admin http://%s",
+            address_of(proxy_sock),
+            settings.upstream.url,
+            address_of(admin_sock),
+        )
+
+    _run(run_gateway(settings, proxy_sock, admin_sock, on_ready=ready))
+
+
+# --- gateway demo ----------------------------------------------------------------------
+
+
+def demo() -> None:
+    """An echo upstream behind a gateway on a temporary SQLite store, with demo keys."""
+    configure_logging()
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    try:
+        _run(_demo(workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _demo(workdir: Path) -> None:
+    from gateway.demo_upstream import echo_app
+
+    echo_sock = bind("127.0.0.1:0", "demo echo upstream")
+    proxy_sock = bind(DEMO_LISTEN, "proxy listener", fallback_to_free=True)
+    admin_sock = bind(DEMO_ADMIN_LISTEN, "admin listener", fallback_to_free=True)
+    proxy, admin, echo = address_of(proxy_sock), address_of(admin_sock), address_of(echo_sock)
+    settings = load_settings(
+        None,
+        server={"listen": proxy, "admin_listen": admin},
+        upstream={"url": f"http://{echo}"},
+        storage={"url": f"sqlite:///{workdir / 'gateway.db'}"},
+    )
+    keys: dict[str, tuple[str, str]] = {}
+
+    async def create_keys(runtime: Any) -> None:
+        from gateway.keys.model import KeyCreate, parse_body
+
+        for scope, name in (("read", "demo read key"), ("admin", "demo admin key")):
+            body = parse_body(KeyCreate, {"name": name, "scope": scope})
+            key, value = await runtime.service.create(body, actor="cli")
+            keys[scope] = (key.id, value)
+
+    def ready() -> None:
+        print(
+            demo_banner(
+                proxy=proxy,
+                admin=admin,
+                echo=echo,
+                store=workdir / "gateway.db",
+                keys=keys,
+                moved=[
+                    (wanted, got)
+                    for wanted, got in ((DEMO_LISTEN, proxy), (DEMO_ADMIN_LISTEN, admin))
+                    if wanted != got
+                ],
+            ),
+            flush=True,
+        )
+
+    await run_gateway(
+        settings,
+        proxy_sock,
+        admin_sock,
+        extra=[(echo_app, echo_sock)],
+        on_started=create_keys,
+        on_ready=ready,
+    )
+    print("Demo stopped; its temporary store was removed.", file=sys.stderr, flush=True)
+
+
+def demo_banner(
+    *,
+    proxy: str,
+    admin: str,
+    echo: str,
+    store: Path,
+    keys: dict[str, tuple[str, str]],
+    moved: list[tuple[str, str]],
+) -> str:
+    read_id, read_value = keys["read"]
+    admin_id, admin_value = keys["admin"]
+    lines = ["", "Gateway demo is running. Press Ctrl-C to stop it.", ""]
+    for wanted, got in moved:
+        lines.append(f"Note: {wanted} is in use, so the demo listens on {got} instead.")
+    if moved:
+        lines.append("")
+    lines += [
+        f"  Proxy       http://{proxy}  (forwards to the built-in echo upstream http://{echo})",
+        f"  Admin API   http://{admin}/v1/keys",
+        f"  Dashboard   http://{admin}/  (sign in with the admin key)",
+        f"  Store       {store}  (temporary, removed on exit)",
+        "",
+        f"  Read key    {read_value}  ({read_id}, scope read)",
+        f"  Admin key   {admin_value}  ({admin_id}, scope admin)",
+        "  These values are shown only once; the store keeps only their HMAC.",
+        "",
+        "Try it:",
+        "",
+        "  # allowed: the echo upstream shows what it received (no key among it)",
+        f'  curl -H "Authorization: Bearer {read_value}" http://{proxy}/hello',
+        "",
+        "  # rejected: no key -> 401 MISSING_API_KEY",
+        f"  curl -i http://{proxy}/hello",
+        "",
+        "  # rejected: a read key cannot POST -> 403 INSUFFICIENT_SCOPE",
+        f'  curl -i -X POST -H "Authorization: Bearer {read_value}" http://{proxy}/hello',
+        "",
+        "  # admin API: list the keys",
+        f'  curl -H "Authorization: Bearer {admin_value}" http://{admin}/v1/keys',
+        "",
+    ]
+    return "\n".join(lines)
