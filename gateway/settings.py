@@ -42,7 +42,8 @@ def _limit_string(value: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity: a timeout or interval of `inf` would mean "wait forever".
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ServerSettings(_Section):
@@ -264,6 +265,11 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         file_path = Path(path)
         data = _read_toml(file_path)
         source = f"{file_path} (or its GATEWAY_* environment overrides)"
+        # BaseSettings takes `_env_file`, `_cli_parse_args`... as init arguments: a file
+        # must never reach those, so a top-level name with "_" is just an unknown setting.
+        for name in data:
+            if name.startswith("_"):
+                raise ConfigError(f"{file_path}: {name}: unknown setting")
     try:
         settings = Settings(**data)
     except ValidationError as exc:
