@@ -23,6 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from gateway import __version__
 from gateway.errors import GatewayError, new_request_id
 from gateway.keys import render
 from gateway.keys.model import (
@@ -54,15 +55,6 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_DURATION = timedelta(days=365 * 100)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("gateway")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 # --- failures ----------------------------------------------------------------------------
 
 
@@ -76,8 +68,10 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 @contextlib.contextmanager
-def _failures(as_json: bool, request_id: str) -> Iterator[None]:
-    """Turn the errors a command can meet into one message and the documented exit code."""
+def _failures(as_json: bool, request_id: str, doing: str) -> Iterator[None]:
+    """Turn the errors a command can meet into one message and the documented exit code.
+
+    `doing` says what an OSError interrupted (e.g. "open the key store")."""
     try:
         yield
     except GatewayError as error:
@@ -91,7 +85,7 @@ def _failures(as_json: bool, request_id: str) -> Iterator[None]:
     except StoreError as error:
         _fail(f"the key store cannot be reached: {error}", EXIT_RULES)
     except OSError as error:
-        _fail(f"cannot open the key store: {error}", EXIT_RULES)
+        _fail(f"cannot {doing}: {error}", EXIT_RULES)
     except (_Declined, click.Abort):
         _fail("not confirmed; nothing changed.", EXIT_RULES)
     except Exception as error:  # a bug: still one line for the user, never a traceback
@@ -143,7 +137,7 @@ def _run_with_service(
         async with key_service(settings) as service:
             return await action(service, request_id)
 
-    with _failures(as_json, request_id):
+    with _failures(as_json, request_id, "open the key store"):
         return asyncio.run(run())
     raise AssertionError("unreachable: _failures exits on every error")
 
@@ -271,7 +265,7 @@ def _echo_json(body: dict[str, Any]) -> None:
     metavar="PATH",
     help="TOML configuration file (also $GATEWAY_CONFIG).",
 )
-@click.version_option(_version(), "--version", prog_name="gateway")
+@click.version_option(__version__, "--version", prog_name="gateway")
 @click.pass_context
 def cli(ctx: click.Context, config: str | None) -> None:
     """Gateway: an API-key gateway for HTTP APIs.
@@ -291,7 +285,7 @@ def _run_server(entry: str, call: Callable[[Any], Any]) -> None:
         if exc.name != "gateway.server":
             raise
         _fail(f"'gateway {entry}' is not available: this build has no gateway.server module.", 1)
-    with _failures(False, new_request_id()):
+    with _failures(False, new_request_id(), f"run 'gateway {entry}'"):
         try:
             result = call(server)
             if inspect.iscoroutine(result):
