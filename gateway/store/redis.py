@@ -224,6 +224,7 @@ class RedisStore:
         self._feed = ChangeFeed()
         self._listener: asyncio.Task[None] | None = None
         self._live = True  # whether the change feed was subscribed before its last failure
+        self.conflicts = 0  # updates retried because the key changed meanwhile (WATCH)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -336,7 +337,8 @@ class RedisStore:
                 try:
                     write = await self._update_once(pipe, record_key, key_id, mutate)
                 except WatchError:
-                    continue  # someone changed the key meanwhile: read it again
+                    self.conflicts += 1  # someone changed the key meanwhile: read it again
+                    continue
                 break
             else:
                 raise StoreError(f"redis update_key: {key_id} kept changing; gave up")
