@@ -218,18 +218,24 @@ class MemoryCounters:
     def __init__(self, strategy: str, *, max_entries: int = 1_000_000) -> None:
         self.strategy = strategy
         self._fresh, self._prepare, self._hit, self._report = _MEMORY_STRATEGIES[strategy]
-        self._states: dict[tuple[str, str], list[Any]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
         self.max_entries = max_entries
 
     def _states_for(self, subject: str, policy: Policy) -> list[Any]:
-        slot = (subject, policy.text)
-        states = self._states.get(slot)
-        if states is None:
+        # Counters are per (subject, limit), as in Redis: editing a key's policy keeps the
+        # counts of the limits it still has.
+        by_limit = self._states.get(subject)
+        if by_limit is None:
             if len(self._states) >= self.max_entries:
                 # Forget the oldest subject rather than grow without bound.
                 del self._states[next(iter(self._states))]
-            states = [self._fresh() for _ in policy.limits]
-            self._states[slot] = states
+            by_limit = self._states[subject] = {}
+        states = []
+        for limit in policy.limits:
+            state = by_limit.get(limit.ident)
+            if state is None:
+                state = by_limit[limit.ident] = self._fresh()
+            states.append(state)
         return states
 
     def acquire(self, subject: str, policy: Policy, now_ms: int, *, hit: bool = True) -> Outcome:
@@ -251,8 +257,8 @@ class MemoryCounters:
         return Outcome(admitted, now_ms, tuple(result))
 
     def known(self, subject: str, policy: Policy) -> bool:
-        """Whether `subject` has counters (cheap: lets callers skip an untouched subject)."""
-        return (subject, policy.text) in self._states
+        """Whether `subject` has counters (cheap: lets callers skip an untouched one)."""
+        return subject in self._states
 
     def clear(self) -> None:
         self._states.clear()
