@@ -634,14 +634,14 @@
   function niceMax(value) {
     if (value <= 0) return 1;
     const power = 10 ** Math.floor(Math.log10(value));
-    for (const step of [1, 2, 5, 10]) if (step * power >= value) return step * power;
+    for (const step of [1, 1.5, 2, 3, 4, 5, 6, 8, 10]) if (step * power >= value) return step * power;
     return 10 * power;
   }
 
   /** 30 bars (requests, with errors drawn over them) as inline SVG, plus a text version. */
   function usageChart(daily, requests, errors) {
     const width = 720;
-    const height = 220;
+    const height = 280;
     const pad = { top: 12, right: 8, bottom: 28, left: 44 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
@@ -654,7 +654,7 @@
     const last = daily.length ? dayLabel(daily[daily.length - 1].date) : "";
     const summary = `Requests per day from ${first} to ${last}: ${numFmt.format(requests)} requests, ${numFmt.format(errors)} errors.`;
 
-    const grid = [0, 0.5, 1].map((f) => {
+    const grid = [0, 0.5, 1].filter((f) => Number.isInteger(max * f)).map((f) => {
       const value = max * f;
       const yy = y(value);
       return s("g", { class: "grid" },
@@ -674,8 +674,13 @@
     });
 
     const labels = daily.map((d, i) => {
-      if (i % 7 !== 0 && i !== daily.length - 1) return null;
-      return s("text", { class: "axis-label", x: pad.left + i * slot + slot / 2, y: height - 8, "text-anchor": "middle", text: dayLabel(d.date) });
+      const last = daily.length - 1;
+      // Every 7th day and the last one, without two labels colliding at the end.
+      if (i !== last && (i % 7 !== 0 || last - i < 4)) return null;
+      // The first and last labels hug the plot edges so they are never cut off.
+      const anchor = i === 0 ? "start" : i === last ? "end" : "middle";
+      const x = i === 0 ? pad.left : i === last ? pad.left + plotW : pad.left + i * slot + slot / 2;
+      return s("text", { class: "axis-label", x, y: height - 8, "text-anchor": anchor, text: dayLabel(d.date) });
     });
 
     const svg = s("svg", {
