@@ -367,6 +367,8 @@ def seed_history(gateway: Gateway, key_id: str, days: int) -> None:
             at = day - timedelta(minutes=index * 13)
             records.append(UsageRecord(key_id, at, "GET", "/history", status, 12.5, None))
 
+    records.sort(key=lambda record: record.at)
+
     async def write() -> None:
         url = gateway.env["GATEWAY_STORAGE__URL"]
         async with key_service(load_settings(storage={"url": url})) as service:

@@ -70,6 +70,7 @@
     menuFor: null, // { key, trigger } while the row menu is open
     editing: null, // the key being edited, or null when creating
     confirm: null, // { action, key } while the confirm dialog is open
+    usage: null, // the usage shown in the details view (to redraw the chart)
   };
 
   // --- small DOM helpers ------------------------------------------------------------------
@@ -533,7 +534,15 @@
     if (els.menu.contains(event.target) || state.menuFor.trigger.contains(event.target)) return;
     closeMenu(false);
   });
-  window.addEventListener("resize", () => closeMenu(false));
+  let chartWidth = 0;
+  window.addEventListener("resize", () => {
+    closeMenu(false);
+    // Redraw the chart at its new width (once per frame at most).
+    const width = els.usageChart.clientWidth;
+    if (!state.usage || els.detailsView.hidden || width === chartWidth) return;
+    chartWidth = width;
+    requestAnimationFrame(() => renderUsage(state.usage));
+  });
   window.addEventListener("scroll", () => closeMenu(false), true);
 
   // --- details ----------------------------------------------------------------------------
@@ -616,6 +625,7 @@
       stat("Errors, 30 days", errors),
       stat("Requests, all time", usage.totalRequests || 0),
     );
+    state.usage = usage;
     els.usageChart.replaceChildren(usageChart(daily, requests, errors));
 
     const recent = usage.recent || [];
@@ -640,8 +650,9 @@
 
   /** 30 bars (requests, with errors drawn over them) as inline SVG, plus a text version. */
   function usageChart(daily, requests, errors) {
-    const width = 720;
-    const height = 280;
+    // Drawn at the size it is shown, so the labels keep their size on a phone too.
+    const width = Math.max(300, Math.round(els.usageChart.clientWidth || 720));
+    const height = Math.round(Math.min(280, Math.max(200, width * 0.42)));
     const pad = { top: 12, right: 8, bottom: 28, left: 44 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
@@ -696,10 +707,11 @@
     requests === 0 ? s("text", { class: "chart-empty", x: pad.left + plotW / 2, y: pad.top + plotH / 2, "text-anchor": "middle", text: "No requests in the last 30 days" }) : null);
 
     // The same numbers as a table, for screen readers.
-    const table = h("table", { class: "sr-only" },
+    // (In a div: a table will not shrink to the 1px of .sr-only and would stretch the page.)
+    const table = h("div", { class: "sr-only" }, h("table", {},
       h("caption", {}, "Requests and errors per day"),
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Day"), h("th", { scope: "col" }, "Requests"), h("th", { scope: "col" }, "Errors"))),
-      h("tbody", {}, daily.map((d) => h("tr", {}, h("td", {}, dayLabel(d.date)), h("td", {}, String(d.requests)), h("td", {}, String(d.errors))))));
+      h("tbody", {}, daily.map((d) => h("tr", {}, h("td", {}, dayLabel(d.date)), h("td", {}, String(d.requests)), h("td", {}, String(d.errors)))))));
     const caption = h("figcaption", { class: "hint" }, summary);
     const frag = document.createDocumentFragment();
     frag.append(svg, caption, table);
