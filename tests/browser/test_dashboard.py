@@ -431,3 +431,39 @@ def test_screenshots(browser: Any, tmp_path_factory: Any) -> None:
             page.screenshot(path=str(SCREENSHOTS / "dashboard-details.png"))
         finally:
             context.close()
+
+
+def test_rotate_with_a_grace_period_keeps_the_old_value_working(
+    signed_in: Page, gateway: Gateway
+) -> None:
+    page = signed_in
+    name = unique("Grace")
+    _, old_value = create_key(gateway, name)
+    page.reload()
+    choose(page, name, "Rotate Key")
+    confirm = page.get_by_role("dialog", name=f"Rotate key “{name}”?")
+    confirm.get_by_label("Grace period in seconds").fill("300")
+    with page.expect_request("**/rotate") as sent:
+        confirm.get_by_role("button", name="Rotate key").click()
+    assert sent.value.post_data_json == {"gracePeriodSeconds": 300}
+    secret_dialog = page.get_by_role("dialog", name="Copy your new API key")
+    expect(secret_dialog).to_contain_text("keeps working for 300 seconds")
+    new_value = page.get_by_label("New key value").input_value()
+    page.keyboard.press("Escape")  # closing by Escape wipes the value too
+    expect(secret_dialog).to_be_hidden()
+    assert_value_gone(page, new_value)
+    if gateway.proxy_url:
+        assert gateway.proxy(old_value).status_code == 200
+        assert gateway.proxy(new_value).status_code == 200
+
+
+def test_server_text_is_never_parsed_as_html(signed_in: Page, gateway: Gateway) -> None:
+    page = signed_in
+    name = f'<img src=x onerror="window.pwned=1"> {uuid.uuid4().hex[:6]}'
+    create_key(gateway, name)
+    page.reload()
+    expect(page.get_by_role("link", name=name, exact=True)).to_have_text(name)
+    choose(page, name, "View Details")
+    expect(page.get_by_role("heading", name=name, level=1)).to_have_text(name)
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("window.pwned") is None
