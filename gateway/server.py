@@ -46,7 +46,9 @@ def bind(listen: str, purpose: str, *, fallback_to_free: bool = False) -> socket
     """A listening TCP socket on `listen` ("HOST:PORT"); OSError with a clear message.
 
     Bound here rather than by uvicorn so that a port in use is one readable error
-    before anything starts (uvicorn would log and call sys.exit itself). With
+    before anything starts (uvicorn would log and call sys.exit itself). It starts
+    listening only when its server starts serving, so a connection that succeeds means
+    the gateway is ready (and a SIGTERM from then on is handled gracefully). With
     `fallback_to_free`, a taken port is replaced by a free one (the demo does this).
     """
     host, port = parse_host_port(listen)
@@ -63,7 +65,6 @@ def bind(listen: str, purpose: str, *, fallback_to_free: bool = False) -> socket
             if not (fallback_to_free and exc.errno == errno.EADDRINUSE):
                 raise
             sock.bind((host, 0))
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
@@ -117,54 +118,69 @@ def _config(app: Any) -> uvicorn.Config:
     )
 
 
+class Shutdown:
+    """SIGTERM/SIGINT handling for the whole process, installed before anything starts.
+
+    The first signal asks every listener to stop accepting and finish in-flight requests
+    (or, during startup, to skip serving); a second one stops waiting for them."""
+
+    def __init__(self) -> None:
+        self.signals = 0
+        self.servers: list[uvicorn.Server] = []
+
+    @property
+    def requested(self) -> bool:
+        return self.signals > 0
+
+    def __call__(self) -> None:
+        self.signals += 1
+        self.stop_servers(force=self.signals > 1)
+
+    def stop_servers(self, *, force: bool = False) -> None:
+        for server in self.servers:
+            server.should_exit = True
+            server.force_exit = server.force_exit or force
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Shutdown]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self)
+        try:
+            yield self
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
 async def run_listeners(
     apps: Sequence[tuple[Any, socket.socket]],
+    shutdown: Shutdown,
     *,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Serve each (app, socket) until SIGTERM/SIGINT, then shut all down gracefully."""
-    loop = asyncio.get_running_loop()
+    """Serve each (app, socket) until `shutdown` is signalled, then stop all gracefully."""
     servers = [_Server(_config(app)) for app, _ in apps]
-    signals = 0
-
-    def stop() -> None:
-        for server in servers:
-            server.should_exit = True
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        stop()
-        if signals > 1:  # a second signal: stop waiting for in-flight requests
-            for server in servers:
-                server.force_exit = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    shutdown.servers = list(servers)
     tasks = [
         asyncio.ensure_future(server.serve(sockets=[sock]))
         for server, (_, sock) in zip(servers, apps, strict=True)
     ]
-    try:
-        while not all(server.started for server in servers):
-            done = [task for task in tasks if task.done()]
-            if done:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            if on_ready is not None:
-                on_ready()
-        # One listener ending (e.g. it failed) ends the others too.
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            exc = task.exception()
-            if exc is not None:
-                raise exc
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks) or shutdown.requested:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        if on_ready is not None:
+            on_ready()
+    # One listener ending (e.g. it failed) ends the others too.
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    shutdown.stop_servers()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        exc = task.exception()
+        if exc is not None:
+            raise exc
 
 
 async def run_gateway(
@@ -183,19 +199,23 @@ async def run_gateway(
     from gateway.runtime import Runtime
 
     runtime = Runtime(settings)
-    await runtime.start()
     upstream = UpstreamApp(settings)
-    try:
-        await upstream.start()
-        if on_started is not None:
-            await on_started(runtime)
-        proxy = GatewayMiddleware(upstream, runtime=runtime)
-        admin = create_admin_app(runtime)
-        listeners = [*extra, (proxy, proxy_sock), (admin, admin_sock)]
-        await run_listeners(listeners, on_ready=on_ready)
-    finally:
-        await upstream.stop()
-        await runtime.stop()  # flushes buffered usage
+    with Shutdown().installed() as shutdown:
+        try:
+            await runtime.start()
+            await upstream.start()
+            if on_started is not None:
+                await on_started(runtime)
+            proxy = GatewayMiddleware(upstream, runtime=runtime)
+            admin = create_admin_app(runtime)
+            listeners = [*extra, (proxy, proxy_sock), (admin, admin_sock)]
+            if not shutdown.requested:  # a signal during startup: stop without serving
+                await run_listeners(listeners, shutdown, on_ready=on_ready)
+        finally:
+            await upstream.stop()
+            await runtime.stop()  # flushes buffered usage
+            for sock in (proxy_sock, admin_sock, *(sock for _, sock in extra)):
+                sock.close()
     log.info("gateway stopped")
 
 
