@@ -556,3 +556,19 @@ def test_random_create_arguments_never_crash(sqlite_url: str, args: list[str]) -
     assert "Traceback" not in result.output
     if result.exit_code == 0 and "--help" not in args:
         assert "gw_" in result.stdout
+
+
+# --- packaging: the README's commands are the ones CI runs ------------------------------------
+
+
+def test_readme_setup_commands_match_ci() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    commands = [line.split("#")[0].strip() for line in readme[:6] if line.startswith("pip ")]
+    assert commands == [
+        "pip install -e . && gateway demo",
+        "pip install -e '.[test]' && python -m pytest -q",
+    ]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install --quiet -e '.[test]'" in ci
+    assert "python -m pytest -q" in ci and "GATEWAY_REQUIRE_SERVICES=1" in ci
+    assert os.access(REPO / ".ci" / "run", os.X_OK)
