@@ -9,7 +9,6 @@ GATEWAY_REQUIRE_SERVICES=1. Playwright never downloads a browser here.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import shutil
@@ -30,7 +29,13 @@ from tests.conftest import TEST_SECRET, need
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM_SCRIPT = ROOT / "tests" / "e2e" / "upstream.py"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are rewritten only on request (GATEWAY_UPDATE_SCREENSHOTS=1);
+# otherwise they go to the ignored tests/artifacts/ so a test run leaves the tree clean.
+SCREENSHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("GATEWAY_UPDATE_SCREENSHOTS") == "1"
+    else ROOT / "tests" / "artifacts" / "screenshots"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -70,14 +75,13 @@ class Gateway:
     """The running gateway: its URLs, the admin key, and helpers to use the proxy."""
 
     admin_url: str
-    proxy_url: str | None
+    proxy_url: str
     admin_key: str
     env: dict[str, str]
     log_path: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def proxy(self, key: str, path: str = "/things") -> httpx.Response:
-        assert self.proxy_url, "this build has no proxy listener (gateway.server is missing)"
         return httpx.get(self.proxy_url + path, headers={"X-API-Key": key}, timeout=10)
 
     def admin(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -122,10 +126,8 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def launch_gateway(work: Path, with_proxy: bool | None = None) -> Iterator[Gateway]:
-    """`gateway serve` on free ports over a new SQLite file in `work`, with an admin key.
-
-    In a build without `gateway.server` it runs the admin app alone (no proxy checks)."""
+def launch_gateway(work: Path) -> Iterator[Gateway]:
+    """`gateway serve` on free ports over a new SQLite file in `work`, with an admin key."""
     env = {
         **os.environ,
         "GATEWAY_SECRET": TEST_SECRET,
@@ -149,31 +151,17 @@ def launch_gateway(work: Path, with_proxy: bool | None = None) -> Iterator[Gatew
 
         admin_port = free_port()
         admin_url = f"http://127.0.0.1:{admin_port}"
-        proxy_url: str | None = None
-        if with_proxy is None:
-            with_proxy = importlib.util.find_spec("gateway.server") is not None
-        if with_proxy:
-            upstream_port = free_port()
-            upstream = [sys.executable, str(UPSTREAM_SCRIPT), str(upstream_port)]
-            procs.append(_start(upstream, env, log))
-            upstream_url = f"http://127.0.0.1:{upstream_port}"
-            wait_until(lambda: _answers(upstream_url + "/ping"), START_TIMEOUT, "the upstream")
-            proxy_port = free_port()
-            proxy_url = f"http://127.0.0.1:{proxy_port}"
-            serve = [sys.executable, "-m", "gateway", "serve"]
-            serve += ["--listen", f"127.0.0.1:{proxy_port}"]
-            serve += ["--admin-listen", f"127.0.0.1:{admin_port}", "--upstream", upstream_url]
-            procs.append(_start(serve, env, log))
-        else:
-            code = (
-                "import uvicorn\n"
-                "from gateway.admin.app import create_admin_app\n"
-                "from gateway.runtime import Runtime\n"
-                "from gateway.settings import load_settings\n"
-                "app = create_admin_app(Runtime(load_settings()), manage_runtime=True)\n"
-                f"uvicorn.run(app, host='127.0.0.1', port={admin_port}, log_level='warning')\n"
-            )
-            procs.append(_start([sys.executable, "-c", code], env, log))
+        upstream_port = free_port()
+        upstream = [sys.executable, str(UPSTREAM_SCRIPT), str(upstream_port)]
+        procs.append(_start(upstream, env, log))
+        upstream_url = f"http://127.0.0.1:{upstream_port}"
+        wait_until(lambda: _answers(upstream_url + "/ping"), START_TIMEOUT, "the upstream")
+        proxy_port = free_port()
+        proxy_url = f"http://127.0.0.1:{proxy_port}"
+        serve = [sys.executable, "-m", "gateway", "serve"]
+        serve += ["--listen", f"127.0.0.1:{proxy_port}"]
+        serve += ["--admin-listen", f"127.0.0.1:{admin_port}", "--upstream", upstream_url]
+        procs.append(_start(serve, env, log))
 
         def ready() -> bool:
             for proc in procs:
@@ -181,7 +169,7 @@ def launch_gateway(work: Path, with_proxy: bool | None = None) -> Iterator[Gatew
                     raise AssertionError(f"a process exited early:\n{log.read_text()}")
             if not _answers(admin_url + "/healthz"):
                 return False
-            return proxy_url is None or _answers(proxy_url + "/")
+            return _answers(proxy_url + "/")
 
         wait_until(ready, START_TIMEOUT, "the gateway to listen")
         yield Gateway(admin_url, proxy_url, admin_key, env, log, procs)
