@@ -105,13 +105,20 @@ def _settings(ctx: click.Context, **overrides: Any) -> Settings:
     return settings
 
 
-def _show_log_lines() -> None:
-    """Let the gateway's informational log lines (e.g. "created a server secret") reach
-    stderr, so stdout stays the command's output."""
+@contextlib.contextmanager
+def _log_lines_to_stderr() -> Iterator[None]:
+    """While a key command runs, let the gateway's informational log lines (e.g. "created a
+    server secret") reach stderr, so stdout stays the command's output."""
     logger = logging.getLogger("gateway")
-    if not any(isinstance(handler, _EchoHandler) for handler in logger.handlers):
-        logger.addHandler(_EchoHandler())
+    handler, level = _EchoHandler(), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class _EchoHandler(logging.Handler):
@@ -130,14 +137,13 @@ def _run_with_service(
     from gateway.runtime import key_service
 
     settings = _settings(ctx)
-    _show_log_lines()
     request_id = new_request_id()
 
     async def run() -> T:
         async with key_service(settings) as service:
             return await action(service, request_id)
 
-    with _failures(as_json, request_id, "open the key store"):
+    with _failures(as_json, request_id, "open the key store"), _log_lines_to_stderr():
         return asyncio.run(run())
     raise AssertionError("unreachable: _failures exits on every error")
 
