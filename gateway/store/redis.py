@@ -251,9 +251,15 @@ class RedisStore:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+            # Cancel until it is done: on Python 3.11 a cancel that races redis-py's own
+            # read timeout inside pubsub.get_message() can be swallowed, and a single
+            # cancel then leaves close() waiting forever.
+            listener = self._listener
+            while not listener.done():
+                listener.cancel()
+                await asyncio.wait([listener], timeout=0.1)
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                listener.result()
             self._listener = None
         if self._client is not None:
             client, self._client = self._client, None
