@@ -8,6 +8,7 @@ events. It holds no rules: `KeyService` decides what a change is and hands the s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -210,7 +211,12 @@ class ChangeFeed:
 
     def notify(self, key_id: str) -> None:
         for listener in self._listeners:
-            listener(key_id)
+            try:
+                listener(key_id)
+            except Exception:
+                # A broken listener must neither fail a write that already committed nor
+                # stop the feed (and so every other listener) for good.
+                logging.getLogger("gateway.store").exception("change listener failed")
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,6 +225,7 @@ class RedisStore:
         self._listener: asyncio.Task[None] | None = None
         self._live = True  # whether the change feed was subscribed before its last failure
         self.conflicts = 0  # updates retried because the key changed meanwhile (WATCH)
+        self._closing = False
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -250,6 +251,7 @@ class RedisStore:
         self._client = client
 
     async def close(self) -> None:
+        self._closing = True  # the feed's loops stop even if every cancel were swallowed
         if self._listener is not None:
             # Cancel until it is done: on Python 3.11 a cancel that races redis-py's own
             # read timeout inside pubsub.get_message() can be swallowed, and a single
@@ -491,7 +493,7 @@ class RedisStore:
     async def _listen(self) -> None:
         """Keep a subscription to the change channel for as long as the store is open."""
         delay = BACKOFF_MIN
-        while True:
+        while not self._closing:
             try:
                 await self._subscription()
             except asyncio.CancelledError:
@@ -519,7 +521,7 @@ class RedisStore:
                 await pubsub.subscribe(self._channel)
             heard = loop.time()
             pinged = False
-            while True:
+            while not self._closing:
                 message = await pubsub.get_message(timeout=min(1.0, PING_EVERY))
                 now = loop.time()
                 if message is not None:
@@ -539,17 +541,11 @@ class RedisStore:
         if kind == "subscribe":
             self._live = True
             # Listening (again): whatever changed while we were not is unknown.
-            self._notify(ALL_KEYS)
+            self._feed.notify(ALL_KEYS)
         elif kind == "message":
             origin, _, key_id = str(message.get("data", "")).partition(" ")
             if key_id and origin != self._origin:  # our own writes were reported already
-                self._notify(key_id)
-
-    def _notify(self, key_id: str) -> None:
-        try:
-            self._feed.notify(key_id)
-        except Exception:  # a broken listener must not stop the feed
-            log.exception("change listener failed")
+                self._feed.notify(key_id)
 
 
 def _no_script(result: Any) -> bool:

@@ -534,3 +534,22 @@ async def test_redis_down_fails_fast_and_recovers(tmp_path: Any) -> None:
         await store.close()
         proc.kill()
         proc.wait(10)
+
+
+async def test_a_broken_listener_fails_nothing(service: KeyService, store_url: str) -> None:
+    def broken(key_id: str) -> None:
+        raise RuntimeError("listener bug")
+
+    seen: list[str] = []
+    service.store.add_listener(broken)
+    service.store.add_listener(seen.append)
+    key, _ = await make(service)  # the write stands, and the next listener still hears it
+    assert seen[-1] == key.id
+    assert (await service.get(key.id)).id == key.id
+    other = open_store(store_url)
+    await other.open()
+    try:
+        await KeyService(other, service.secret).revoke(key.id)
+    finally:
+        await other.close()
+    await eventually(lambda: seen.count(key.id) >= 2)  # the feed survived the bug
