@@ -77,11 +77,14 @@ def parse_json(raw: bytes) -> Any:
         raise invalid_request("body", "must be a JSON object") from None
 
 
-async def optional_json(request: Request) -> Any | None:
-    """The JSON body, or None when the request has no body at all."""
+NO_BODY: Any = object()
+
+
+async def optional_json(request: Request) -> Any:
+    """The JSON body, or NO_BODY when the request has none at all (JSON null is a body)."""
     raw = await read_body(request)
     if not raw.strip():
-        return None
+        return NO_BODY
     return parse_json(raw)
 
 
@@ -175,7 +178,7 @@ def api_routes(runtime: Runtime) -> list[Route]:
 
     async def rotate_key(request: Request) -> Response:
         data = await optional_json(request)
-        body = parse_body(KeyRotate, data) if data is not None else KeyRotate()
+        body = KeyRotate() if data is NO_BODY else parse_body(KeyRotate, data)
         svc = service()
         key, secret = await svc.rotate(request.path_params["id"], body, **who(request))
         return json_response(render.secret_body(key, secret, svc.rotation_days))
@@ -210,7 +213,7 @@ def api_routes(runtime: Runtime) -> list[Route]:
 async def no_body(request: Request) -> None:
     """Actions without input accept no body or `{}`; anything else is a mistake → 400."""
     data = await optional_json(request)
-    if data is not None:
+    if data is not NO_BODY:
         parse_body(EmptyBody, data)
 
 

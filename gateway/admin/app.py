@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.admin.api import api_routes
@@ -55,6 +56,13 @@ def _readyz(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     return readyz
 
 
+class _NotFound:
+    """A raw ASGI endpoint (so Route takes every method) that is always 404."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise GatewayError("NOT_FOUND")
+
+
 def error_from_http(exc: HTTPException) -> GatewayError:
     """Starlette's routing and static-file errors as the gateway's envelope."""
     if exc.status_code == 405:
@@ -89,6 +97,7 @@ def create_admin_app(runtime: Runtime, *, manage_runtime: bool = False) -> Starl
         Route("/openapi.json", openapi_json, methods=["GET"]),
         # No slash redirects under /v1: an unknown path is a plain 404 envelope.
         Mount("/v1", app=Router(api_routes(runtime), redirect_slashes=False)),
+        Route("/v1", _NotFound()),  # any method: not a route (instead of a static 405)
     ]
     if DASHBOARD_DIR.is_dir():
         # Last: everything not matched above is a dashboard file (or a 404 envelope).

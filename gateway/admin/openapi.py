@@ -1,11 +1,451 @@
-"""The OpenAPI 3.1 document of the admin API (placeholder, completed below)."""
+"""The OpenAPI 3.1 document of the admin API, generated from the models (SPEC §9).
+
+Request bodies are described by the very models that validate them (`KeyCreate`,
+`KeyEdit`, `KeyRotate`). Response bodies are described by the models below, which mirror
+`gateway.keys.render`; a test validates every rendered body against them, so the
+document cannot drift from what the API sends.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from datetime import date, datetime
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
+
+from gateway.errors import STATUS
+from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate
+from gateway.keys.service import MAX_PAGE
 from gateway.settings import Settings
+
+KEY_ID = r"^key_[0-9A-Za-z]{16}$"
+CURSOR = r"^[0-9]{1,18}$"
+REF = "#/components/schemas/{model}"
+ScopeName = Literal["read", "write", "admin"]
+
+
+# --- response models (mirror gateway.keys.render) ---------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiKeyRecord(_Out):
+    """An API key record (never its value)."""
+
+    id: str = Field(pattern=KEY_ID)
+    name: str
+    scope: ScopeName
+    sites: list[str]
+    status: Literal["active", "revoked"]
+    rateLimit: str | None
+    hint: str
+    createdAt: datetime
+    updatedAt: datetime
+    lastUsedAt: datetime | None
+    expiresAt: datetime | None
+    revokedAt: datetime | None
+    rotatedAt: datetime | None
+    rotationDue: bool
+
+
+class DailyUsage(_Out):
+    date: date
+    requests: int = Field(ge=0)
+    errors: int = Field(ge=0)
+
+
+class UsageRecord(_Out):
+    at: datetime
+    method: str
+    path: str
+    status: int
+    latencyMs: float
+    site: str | None
+
+
+class Usage(_Out):
+    totalRequests: int = Field(ge=0)
+    daily: list[DailyUsage]
+    recent: list[UsageRecord]
+
+
+class ApiKeyWithUsage(ApiKeyRecord):
+    usage: Usage
+
+
+class KeyResponse(_Out):
+    apiKey: ApiKeyRecord
+
+
+class KeySecretResponse(_Out):
+    """The only responses that carry a key value: create and rotate."""
+
+    apiKey: ApiKeyRecord
+    secret: str = Field(description="The key value. Shown once; store it now.")
+
+
+class KeyDetailsResponse(_Out):
+    apiKey: ApiKeyWithUsage
+
+
+class KeyListResponse(_Out):
+    data: list[ApiKeyRecord]
+    nextCursor: str | None
+
+
+class UsageListResponse(_Out):
+    data: list[UsageRecord]
+    nextCursor: str | None
+
+
+class AuditEvent(_Out):
+    id: str | None
+    at: datetime
+    action: Literal["create", "edit", "rotate", "revoke", "delete"]
+    keyId: str
+    actor: str = Field(description="The admin key's id, or `cli`.")
+    requestId: str | None
+    changes: dict[str, Any]
+
+
+class AuditListResponse(_Out):
+    data: list[AuditEvent]
+    nextCursor: str | None
+
+
+class ErrorDetail(_Out):
+    code: Literal[tuple(STATUS)]  # type: ignore[valid-type]
+    message: str
+    details: dict[str, Any]
+    requestId: str
+
+
+class ErrorResponse(_Out):
+    """Every error the gateway produces (SPEC §5)."""
+
+    error: ErrorDetail
+
+
+class Health(_Out):
+    status: Literal["ok"]
+
+
+class Ready(_Out):
+    status: Literal["ready"]
+
+
+REQUEST_MODELS: list[type[BaseModel]] = [KeyCreate, KeyEdit, KeyRotate]
+RESPONSE_MODELS: list[type[BaseModel]] = [
+    KeyResponse,
+    KeySecretResponse,
+    KeyDetailsResponse,
+    KeyListResponse,
+    UsageListResponse,
+    AuditListResponse,
+    ErrorResponse,
+    Health,
+    Ready,
+]
+
+# Rules the request models enforce in validators, stated for clients (the schema
+# generator cannot see inside a validator). The validators stay the authority.
+_FIELD_HINTS: dict[str, dict[str, Any]] = {
+    "name": {"minLength": 1, "maxLength": 100},
+    "sites": {"minItems": 1, "items": {"type": "string", "pattern": r"^(\*|[A-Za-z0-9_-]{1,64})$"}},
+}
+
+
+def component_schemas() -> dict[str, Any]:
+    pairs = [(m, "validation") for m in REQUEST_MODELS]
+    pairs += [(m, "serialization") for m in RESPONSE_MODELS]
+    _, top = models_json_schema(pairs, ref_template=REF, by_alias=True)  # type: ignore[arg-type]
+    schemas: dict[str, Any] = top["$defs"]
+    for model in REQUEST_MODELS:
+        for name, prop in schemas[model.__name__]["properties"].items():
+            hint = _FIELD_HINTS.get(name)
+            if hint is None:
+                continue
+            # Optional fields come as anyOf [type, null]: add the rule to the non-null branch.
+            target = next((s for s in prop.get("anyOf", []) if s.get("type") != "null"), prop)
+            target.update(hint)
+    return schemas
+
+
+# --- paths -------------------------------------------------------------------------------
+
+_ERRORS = {
+    "400": "Invalid request (`INVALID_REQUEST`, details name the `field`).",
+    "401": "No key (`MISSING_API_KEY`), or an invalid, revoked or expired key "
+    "(`INVALID_API_KEY`, `KEY_REVOKED`, `KEY_EXPIRED`).",
+    "403": "The key is not an admin key (`INSUFFICIENT_SCOPE`, details `required`, `granted`).",
+    "404": "No such key (`KEY_NOT_FOUND`).",
+    "409": "Conflict with the key's status (`KEY_REVOKED`, `KEY_NOT_REVOKED`).",
+    "413": "The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`).",
+    "500": "A bug (`INTERNAL_ERROR`); never a stack trace.",
+    "503": "The key store is unreachable (`SERVICE_UNAVAILABLE`).",
+}
+_AUTH_ERRORS = ["400", "401", "403", "500", "503"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(schema: str) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(schema)}}
+
+
+def _ok(description: str, schema: str | None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+    }
+    if schema is not None:
+        response["content"] = _json(schema)
+    return response
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    ok: tuple[str, str, str | None],
+    errors: list[str],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: tuple[str, bool] | None = None,
+    public: bool = False,
+    tag: str = "keys",
+) -> dict[str, Any]:
+    status, description, schema = ok
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "summary": summary,
+        "tags": [tag],
+        "responses": {status: _ok(description, schema)},
+    }
+    for code in sorted(set(errors if public else [*errors, *_AUTH_ERRORS])):
+        operation["responses"][code] = {"$ref": f"#/components/responses/Error{code}"}
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        model, required = body
+        operation["requestBody"] = {"required": required, "content": _json(model)}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_KEY_ID = {"$ref": "#/components/parameters/KeyId"}
+_LIMIT = _query(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
+    f"Page size, 1–{MAX_PAGE}.",
+)
+
+
+def _cursor(name: str) -> dict[str, Any]:
+    return _query(name, {"type": "string", "pattern": CURSOR}, "The previous page's `nextCursor`.")
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/keys": {
+            "get": _operation(
+                "listKeys",
+                "List keys, newest first",
+                ("200", "A page of keys.", "KeyListResponse"),
+                [],
+                parameters=[
+                    _query(
+                        "status",
+                        {"type": "string", "enum": ["active", "revoked", "all"], "default": "all"},
+                        "Which keys to list.",
+                    ),
+                    _LIMIT,
+                    _cursor("cursor"),
+                ],
+            ),
+            "post": _operation(
+                "createKey",
+                "Create a key; the response carries its value, shown once",
+                ("201", "The new key and its value.", "KeySecretResponse"),
+                ["413"],
+                body=("KeyCreate", True),
+            ),
+        },
+        "/v1/keys/{id}": {
+            "parameters": [_KEY_ID],
+            "get": _operation(
+                "getKey",
+                "A key with its usage: totals, 30 daily counts, the last 20 requests",
+                ("200", "The key and its usage.", "KeyDetailsResponse"),
+                ["404"],
+            ),
+            "patch": _operation(
+                "editKey",
+                "Change name, scope, sites, rateLimit or expiresAt; the value stays",
+                ("200", "The key as it is now.", "KeyResponse"),
+                ["404", "413"],
+                body=("KeyEdit", True),
+            ),
+            "delete": _operation(
+                "deleteKey",
+                "Delete a revoked key for good (its audit events stay)",
+                ("204", "Deleted.", None),
+                ["404", "409", "413"],
+            ),
+        },
+        "/v1/keys/{id}/usage": {
+            "parameters": [_KEY_ID],
+            "get": _operation(
+                "listKeyUsage",
+                "Recent requests made with a key, newest first",
+                ("200", "A page of usage records.", "UsageListResponse"),
+                ["404"],
+                parameters=[_LIMIT, _cursor("before")],
+            ),
+        },
+        "/v1/keys/{id}/rotate": {
+            "parameters": [_KEY_ID],
+            "post": _operation(
+                "rotateKey",
+                "A new value for the key; the old one stops now or after the grace period",
+                ("200", "The key and its new value.", "KeySecretResponse"),
+                ["404", "409", "413"],
+                body=("KeyRotate", False),
+            ),
+        },
+        "/v1/keys/{id}/revoke": {
+            "parameters": [_KEY_ID],
+            "post": _operation(
+                "revokeKey",
+                "Revoke a key (idempotent)",
+                ("200", "The revoked key.", "KeyResponse"),
+                ["404", "413"],
+            ),
+        },
+        "/v1/audit": {
+            "get": _operation(
+                "listAudit",
+                "Audit events, newest first",
+                ("200", "A page of audit events.", "AuditListResponse"),
+                [],
+                parameters=[
+                    _query("keyId", {"type": "string", "pattern": KEY_ID}, "Only this key's."),
+                    _LIMIT,
+                    _cursor("cursor"),
+                ],
+                tag="audit",
+            ),
+        },
+        "/healthz": {
+            "get": _operation(
+                "health", "Liveness", ("200", "Alive.", "Health"), [], public=True, tag="ops"
+            )
+        },
+        "/readyz": {
+            "get": _operation(
+                "ready",
+                "Readiness: the key store answers",
+                ("200", "Ready.", "Ready"),
+                ["503"],
+                public=True,
+                tag="ops",
+            )
+        },
+        "/metrics": {"get": _metrics_operation()},
+    }
+
+
+def _metrics_operation() -> dict[str, Any]:
+    operation = _operation(
+        "metrics", "Prometheus metrics", ("200", "Metrics.", None), [], public=True, tag="ops"
+    )
+    operation["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
+    return operation
+
+
+def _security_schemes(settings: Settings) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:
+    schemes: dict[str, Any] = {}
+    for header in settings.auth.headers:
+        if header.lower() == "authorization":
+            schemes["bearerAuth"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "`Authorization: Bearer <admin key>`",
+            }
+        else:
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", header)
+            schemes[name] = {"type": "apiKey", "in": "header", "name": header}
+    return schemes, [{name: []} for name in schemes]
+
+
+DESCRIPTION = """\
+Manage the gateway's API keys. Every `/v1` route needs an API key with the `admin`
+access level, in `Authorization: Bearer <key>` or `X-API-Key: <key>` (SPEC §2): no key
+is 401, any other access level is 403 `INSUFFICIENT_SCOPE`, on every route and method.
+Authentication comes first; then a method a path does not support is 405
+`METHOD_NOT_ALLOWED` (with `Allow`), and an unknown path is 404 `NOT_FOUND`.
+Every error is the envelope `{"error": {"code", "message", "details", "requestId"}}`,
+and every response carries `X-Request-ID` (a client's valid one is kept).
+Request bodies are JSON objects of at most 64 KiB; unknown fields are refused.
+"""
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
-    return {"openapi": "3.1.0", "info": {"title": "Gateway admin API", "version": "1"}, "paths": {}}
+    """The document for this gateway's settings (its key header names)."""
+    schemes, security = _security_schemes(settings)
+    responses = {
+        f"Error{code}": {
+            "description": text,
+            "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+            "content": _json("ErrorResponse"),
+        }
+        for code, text in _ERRORS.items()
+    }
+    responses["Error401"]["headers"]["WWW-Authenticate"] = {
+        "schema": {"type": "string"},
+        "required": True,
+        "description": 'Always `Bearer realm="gateway"`.',
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Gateway admin API", "version": "1", "description": DESCRIPTION},
+        "security": security,
+        "paths": _paths(),
+        "components": {
+            "schemas": component_schemas(),
+            "responses": responses,
+            "parameters": {
+                "KeyId": {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": KEY_ID},
+                    "description": "The key's public id.",
+                }
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "required": True,
+                    "description": "The request id (the client's, if it sent a valid one).",
+                }
+            },
+            "securitySchemes": schemes,
+        },
+    }

@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -106,6 +107,22 @@ def check_rate_limit(value: str | None) -> str | None:
     return text
 
 
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def check_rfc3339_text(value: Any) -> Any:
+    """Only an RFC 3339 timestamp string (or a datetime, from code): not a number or a
+    bare date, which the lax datetime parsing would otherwise take."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 timestamp with a timezone, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
 def check_future(value: datetime | None) -> datetime | None:
     if value is None:
         return None
@@ -122,7 +139,9 @@ def check_future(value: datetime | None) -> datetime | None:
 Name = Annotated[str, AfterValidator(check_name)]
 Sites = Annotated[list[str], AfterValidator(check_sites)]
 RateLimit = Annotated[str | None, AfterValidator(check_rate_limit)]
-ExpiresAt = Annotated[AwareDatetime | None, AfterValidator(check_future)]
+ExpiresAt = Annotated[
+    AwareDatetime | None, BeforeValidator(check_rfc3339_text), AfterValidator(check_future)
+]
 ScopeName = Literal["read", "write", "admin"]
 
 
@@ -163,6 +182,12 @@ def parse_body(model: type[M], data: Any) -> M:
     """Validate `data` with `model`; the first problem becomes 400 INVALID_REQUEST."""
     if not isinstance(data, dict):
         raise invalid_request("body", "must be a JSON object")
+    # JSON bodies use the camelCase names only; the Python names (populate_by_name, for
+    # code that builds models) are unknown fields here.
+    for name in data:
+        info = model.model_fields.get(name)
+        if info is not None and info.alias and info.alias != name:
+            raise invalid_request(name, "unknown field", f"Unknown field '{name}'.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
