@@ -279,12 +279,15 @@ def _paths() -> dict[str, Any]:
                     _cursor("cursor"),
                 ],
             ),
-            "post": _operation(
-                "createKey",
-                "Create a key; the response carries its value, shown once",
-                ("201", "The new key and its value.", "KeySecretResponse"),
-                ["413"],
-                body=("KeyCreate", True),
+            "post": _with_links(
+                _operation(
+                    "createKey",
+                    "Create a key; the response carries its value, shown once",
+                    ("201", "The new key and its value.", "KeySecretResponse"),
+                    ["413"],
+                    body=("KeyCreate", True),
+                ),
+                "201",
             ),
         },
         "/v1/keys/{id}": {
@@ -321,21 +324,27 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/keys/{id}/rotate": {
             "parameters": [_KEY_ID],
-            "post": _operation(
-                "rotateKey",
-                "A new value for the key; the old one stops now or after the grace period",
-                ("200", "The key and its new value.", "KeySecretResponse"),
-                ["404", "409", "413"],
-                body=("KeyRotate", False),
+            "post": _with_links(
+                _operation(
+                    "rotateKey",
+                    "A new value for the key; the old one stops now or after the grace period",
+                    ("200", "The key and its new value.", "KeySecretResponse"),
+                    ["404", "409", "413"],
+                    body=("KeyRotate", False),
+                ),
+                "200",
             ),
         },
         "/v1/keys/{id}/revoke": {
             "parameters": [_KEY_ID],
-            "post": _operation(
-                "revokeKey",
-                "Revoke a key (idempotent)",
-                ("200", "The revoked key.", "KeyResponse"),
-                ["404", "413"],
+            "post": _with_links(
+                _operation(
+                    "revokeKey",
+                    "Revoke a key (idempotent)",
+                    ("200", "The revoked key.", "KeyResponse"),
+                    ["404", "413"],
+                ),
+                "200",
             ),
         },
         "/v1/audit": {
@@ -369,6 +378,20 @@ def _paths() -> dict[str, Any]:
         },
         "/metrics": {"get": _metrics_operation()},
     }
+
+
+# What a client can do next with the id a response names (OpenAPI links).
+_KEY_OPERATIONS = ["getKey", "editKey", "deleteKey", "listKeyUsage", "rotateKey", "revokeKey"]
+
+
+def _with_links(operation: dict[str, Any], status: str) -> dict[str, Any]:
+    key_id = "$response.body#/apiKey/id"
+    links: dict[str, Any] = {
+        name: {"operationId": name, "parameters": {"id": key_id}} for name in _KEY_OPERATIONS
+    }
+    links["listAudit"] = {"operationId": "listAudit", "parameters": {"keyId": key_id}}
+    operation["responses"][status]["links"] = links
+    return operation
 
 
 def _metrics_operation() -> dict[str, Any]:
