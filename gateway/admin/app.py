@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from gateway.admin.auth import AdminGuard, request_id_of
 from gateway.admin.openapi import openapi_document
 from gateway.errors import GatewayError, error_body
 from gateway.runtime import Runtime
-from gateway.store.base import StoreError
 
+log = logging.getLogger("gateway.admin")
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 READY_TIMEOUT = 2.0
 
@@ -48,7 +49,8 @@ def _readyz(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
             raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
         try:
             await asyncio.wait_for(service.store.ping(), READY_TIMEOUT)
-        except (StoreError, TimeoutError, OSError, ConnectionError):
+        except Exception:  # whatever the backend raised, it is not ready
+            log.warning("readiness check failed: the key store did not answer", exc_info=True)
             metrics.BACKEND_ERRORS.labels("store").inc()
             raise GatewayError("SERVICE_UNAVAILABLE", "The key store is unavailable.") from None
         return JSONResponse({"status": "ready"})
@@ -116,7 +118,12 @@ def create_admin_app(runtime: Runtime, *, manage_runtime: bool = False) -> Starl
     return Starlette(
         routes=routes,
         middleware=[
-            Middleware(AdminGuard, runtime=runtime, key_headers=runtime.settings.auth.headers)
+            Middleware(
+                AdminGuard,
+                runtime=runtime,
+                key_headers=runtime.settings.auth.headers,
+                trusted_proxies=runtime.settings.server.trusted_proxies,
+            )
         ],
         exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,

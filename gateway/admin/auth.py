@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.errors import GatewayError, accept_request_id, error_body
 from gateway.keys.model import ApiKey
 from gateway.keys.model import Scope as KeyScope
+from gateway.pipeline.clientip import ClientIP
 from gateway.pipeline.identify import extract_key, key_header_names
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ REQUEST_ID = "gateway.request_id"
 ADMIN_KEY = "gateway.admin_key"
 
 PROTECTED_PREFIX = "/v1"
+# A presented value that was guessed wrong (not a missing key, not a store outage).
+FAILED_ATTEMPT_CODES = frozenset({"INVALID_API_KEY", "KEY_REVOKED", "KEY_EXPIRED"})
 
 
 def is_protected(path: str) -> bool:
@@ -62,10 +65,17 @@ async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
 class AdminGuard:
     """Request id, admin authentication and the last-resort error envelope."""
 
-    def __init__(self, app: ASGIApp, runtime: Runtime, key_headers: Iterable[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        runtime: Runtime,
+        key_headers: Iterable[str],
+        trusted_proxies: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.runtime = runtime
         self.key_headers = key_header_names(key_headers)
+        self.client_ip = ClientIP(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,10 +115,20 @@ class AdminGuard:
         verifier = self.runtime.verifier
         if verifier is None:
             raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
+        # The same failed-attempt throttle as the proxy (SPEC §4), shared with it.
+        throttle = self.runtime.throttle
+        ip = self.client_ip.resolve(scope.get("client"), _headers(scope, b"x-forwarded-for"))
+        if throttle is not None:
+            throttle.check(ip)
         value = extract_key(scope["headers"], self.key_headers)
         if value is None:
             raise GatewayError("MISSING_API_KEY")
-        key = await verifier.verify(value)
+        try:
+            key = await verifier.verify(value)
+        except GatewayError as error:
+            if throttle is not None and error.code in FAILED_ATTEMPT_CODES:
+                throttle.failed(ip)
+            raise
         if key.scope is not KeyScope.ADMIN:
             raise GatewayError(
                 "INSUFFICIENT_SCOPE",
@@ -116,6 +136,11 @@ class AdminGuard:
                 {"required": KeyScope.ADMIN.value, "granted": key.scope.value},
             )
         return key
+
+
+def _headers(scope: Scope, name: bytes) -> list[bytes] | None:
+    values = [value for key, value in scope["headers"] if key == name]
+    return values or None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

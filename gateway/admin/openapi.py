@@ -185,10 +185,11 @@ _ERRORS = {
     "404": "No such key (`KEY_NOT_FOUND`).",
     "409": "Conflict with the key's status (`KEY_REVOKED`, `KEY_NOT_REVOKED`).",
     "413": "The body is larger than 64 KiB (`PAYLOAD_TOO_LARGE`).",
+    "429": "Too many failed key attempts from this client IP (`TOO_MANY_FAILED_ATTEMPTS`).",
     "500": "A bug (`INTERNAL_ERROR`); never a stack trace.",
     "503": "The key store is unreachable (`SERVICE_UNAVAILABLE`).",
 }
-_AUTH_ERRORS = ["400", "401", "403", "500", "503"]
+_AUTH_ERRORS = ["400", "401", "403", "429", "500", "503"]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -444,6 +445,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         "schema": {"type": "string"},
         "required": True,
         "description": 'Always `Bearer realm="gateway"`.',
+    }
+    responses["Error429"]["headers"]["Retry-After"] = {
+        "schema": {"type": "integer", "minimum": 1},
+        "required": True,
+        "description": "Seconds until a retry can succeed.",
     }
     return {
         "openapi": "3.1.0",

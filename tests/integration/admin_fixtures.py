@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,10 +85,14 @@ class Admin:
         await self.service.store.record_usage(records)
 
 
-@pytest.fixture
-async def admin(store_url: str) -> AsyncIterator[Admin]:
-    """The admin app on `store_url` (both stores), its lifespan running the runtime."""
-    runtime = Runtime(load_settings(storage={"url": store_url}))
+@contextlib.asynccontextmanager
+async def running_admin(store_url: str, **sections: dict[str, Any]) -> AsyncIterator[Admin]:
+    """The admin app on `store_url`, its lifespan running the runtime, and a client
+    signed in with a fresh admin key. `sections` override settings."""
+    # Tests send many bad keys on purpose: keep the failed-attempt throttle out of the
+    # way unless a test sets it.
+    sections.setdefault("auth", {"failed_attempts_limit": "100000/minute"})
+    runtime = Runtime(load_settings(storage={"url": store_url}, **sections))
     app = create_admin_app(runtime, manage_runtime=True)
     async with app.router.lifespan_context(app):
         assert runtime.service is not None
@@ -97,6 +102,13 @@ async def admin(store_url: str) -> AsyncIterator[Admin]:
             transport=transport, base_url="http://admin.test", headers={"X-API-Key": secret}
         ) as client:
             yield Admin(client, runtime, key, secret)
+
+
+@pytest.fixture
+async def admin(store_url: str) -> AsyncIterator[Admin]:
+    """The admin app on `store_url` (both stores)."""
+    async with running_admin(store_url) as running:
+        yield running
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

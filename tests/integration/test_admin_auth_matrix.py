@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from tests.integration import admin_fixtures
-from tests.integration.admin_fixtures import Admin, assert_error
+from tests.integration.admin_fixtures import Admin, assert_error, running_admin
 
 admin = admin_fixtures.admin
 
@@ -165,3 +165,26 @@ async def test_public_routes_need_no_key(admin: Admin) -> None:
         # A bad key on a public route changes nothing either.
         response = await admin.client.get(path, headers={"X-API-Key": "gw_bad"})
         assert response.status_code == 200, path
+
+
+async def test_failed_attempts_are_throttled_per_ip_before_any_lookup(store_url: str) -> None:
+    async with running_admin(store_url, auth={"failed_attempts_limit": "3/minute"}) as admin:
+        attempts = [
+            (await _malformed(admin), "INVALID_API_KEY"),
+            (await _revoked_admin(admin), "KEY_REVOKED"),
+            (await _unknown(admin), "INVALID_API_KEY"),
+        ]
+        # No key at all is not a guess: it does not count.
+        for _ in range(5):
+            anonymous = await admin.client.get("/v1/keys", headers={"X-API-Key": ""})
+            assert_error(anonymous, 401, "MISSING_API_KEY")
+        for headers, code in attempts:
+            assert_error(await admin.client.get("/v1/keys", headers=headers), 401, code)
+        # Beyond the limit, the IP is refused before any lookup, even with the right key.
+        for path in ("/v1/keys", "/v1/audit", "/v1/nothing"):
+            response = await admin.client.get(path)
+            error = assert_error(response, 429, "TOO_MANY_FAILED_ATTEMPTS")
+            assert int(response.headers["retry-after"]) >= 1
+            assert error["details"]["retryAfter"] == int(response.headers["retry-after"])
+        # Public routes are not behind the door.
+        assert (await admin.client.get("/healthz")).status_code == 200
