@@ -80,7 +80,6 @@ class GatewayMiddleware:
         self.client_ip = ClientIP(settings.server.trusted_proxies)
         self._trusts_proxies = bool(self.client_ip.networks)
         self._outcome_counters: dict[tuple[str, int], Any] = {}
-        self._startup_error: BaseException | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -95,26 +94,30 @@ class GatewayMiddleware:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Open our resources before the app's startup, close them after its shutdown."""
+        first: Message | None = await receive()
+        if first is not None and first["type"] == "lifespan.startup":
+            try:
+                await self.runtime.start()
+            except Exception as exc:
+                # Like Starlette's own lifespan: report the failure, then raise.
+                log.error("gateway middleware failed to start: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": f"gateway: {exc}"})
+                raise
 
         async def receive_() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.runtime.start()
-                except Exception as exc:
-                    log.error("gateway middleware failed to start: %s", exc)
-                    self._startup_error = exc
-            return message
+            nonlocal first
+            if first is not None:
+                message, first = first, None
+                return message
+            return await receive()
 
         async def send_(message: Message) -> None:
-            kind = message["type"]
-            if kind == "lifespan.startup.complete" and self._startup_error is not None:
-                message = {
-                    "type": "lifespan.startup.failed",
-                    "message": f"gateway: {self._startup_error}",
-                }
-            elif kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.runtime.stop()
+            if message["type"] in (
+                "lifespan.startup.failed",
+                "lifespan.shutdown.complete",
+                "lifespan.shutdown.failed",
+            ):
+                await self.runtime.stop()  # flushes buffered usage
             await send(message)
 
         await self.app(scope, receive_, send_)
