@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import metrics
 from gateway.errors import GatewayError, accept_request_id, error_body
 from gateway.keys.model import ApiKey
 from gateway.keys.model import Scope as KeyScope
 from gateway.pipeline.clientip import ClientIP
 from gateway.pipeline.identify import extract_key, key_header_names
+from gateway.store.base import StoreError
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -104,6 +106,13 @@ class AdminGuard:
                 log.warning("error after the response started: %s", error.code)
                 return
             await send_error(send_with_id, error, request_id)
+        except StoreError:
+            # The store failed mid-request (e.g. Redis went away): a backend outage.
+            log.warning("the key store failed during an admin request", exc_info=True)
+            metrics.BACKEND_ERRORS.labels("store").inc()
+            if not started:
+                error = GatewayError("SERVICE_UNAVAILABLE", "The key store is unavailable.")
+                await send_error(send_with_id, error, request_id)
         except Exception:
             # A bug: log it with the request id, answer without the trace.
             log.exception("unexpected error in an admin request", extra={"requestId": request_id})

@@ -166,6 +166,10 @@ def component_schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = top["$defs"]
     for model in REQUEST_MODELS:
         for name, prop in schemas[model.__name__]["properties"].items():
+            if prop.get("default", 0) is None and "anyOf" not in prop:
+                # A field that may be absent but not null (KeyEdit's name, scope, sites):
+                # absent means unchanged, so there is no default to state.
+                del prop["default"]
             hint = _FIELD_HINTS.get(name)
             if hint is None:
                 continue

@@ -5,10 +5,17 @@ Every rejected request is checked to leave the data exactly as it was.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +24,13 @@ import pytest
 from gateway.admin.api import MAX_BODY_BYTES
 from gateway.admin.app import DASHBOARD_DIR, create_admin_app
 from gateway.errors import GatewayError
+from gateway.keys.format import generate_key
 from gateway.keys.model import rfc3339, utcnow
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
+from tests.conftest import need
 from tests.integration import admin_fixtures
-from tests.integration.admin_fixtures import Admin, assert_error
+from tests.integration.admin_fixtures import Admin, assert_error, running_admin
 
 admin = admin_fixtures.admin
 
@@ -650,3 +659,71 @@ async def test_the_value_appears_only_in_create_and_rotate(admin: Admin) -> None
         text = response.text + json.dumps(dict(response.headers))
         for value in (first, second, admin.secret):
             assert value not in text, response.request.url
+
+
+# --- a backend outage is 503, never 500 -------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def _poll(check: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_redis_going_away_gives_503_and_recovery(tmp_path: Path) -> None:
+    server = need("redis-server", shutil.which("redis-server"))
+    port = _free_port()
+    # Durable (append-only file in tmp_path), so the keys are there again after a restart.
+    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(tmp_path)]
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def answers() -> bool:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return True
+        return False
+
+    process = start()
+    try:
+        await _poll(answers)
+        async with running_admin(f"redis://127.0.0.1:{port}/0") as admin:
+            client = admin.client
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/v1/keys")).status_code == 200  # the admin key is cached
+            process.terminate()
+            process.wait(timeout=10)
+
+            async def not_ready() -> bool:
+                return (await client.get("/readyz")).status_code == 503
+
+            await _poll(not_ready)
+            assert_error(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+            # The cached admin key still gets in (fail-soft); the store call itself is 503.
+            assert_error(await client.get("/v1/keys"), 503, "SERVICE_UNAVAILABLE")
+            created = await client.post("/v1/keys", json={"name": "x", "scope": "read"})
+            assert_error(created, 503, "SERVICE_UNAVAILABLE")
+            # A key that must be looked up: 503 too, not 401 and not 500.
+            unknown = {"X-API-Key": generate_key(admin.service.prefix)}
+            assert_error(await client.get("/v1/keys", headers=unknown), 503, "SERVICE_UNAVAILABLE")
+
+            process = start()
+
+            async def ready() -> bool:
+                return (await client.get("/readyz")).status_code == 200
+
+            await _poll(ready)
+            assert (await client.get("/v1/keys")).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from starlette.routing import Route
 
+from gateway.admin.api import api_routes
 from gateway.admin.app import create_admin_app
 from gateway.admin.openapi import (
     AuditListResponse,
@@ -29,6 +31,7 @@ from gateway.admin.openapi import (
     KeyResponse,
     KeySecretResponse,
     UsageListResponse,
+    openapi_document,
 )
 from gateway.errors import GatewayError
 from gateway.keys import render
@@ -89,7 +92,11 @@ def admin_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with pytest.MonkeyPatch.context() as env:
         env.setenv("GATEWAY_SECRET", TEST_SECRET)
         path: Path = tmp_path_factory.mktemp("schemathesis") / "gateway.db"
-        settings = load_settings(storage={"url": f"sqlite:///{path}"})
+        # schemathesis sends bad keys on purpose (ignored-auth checks): keep the
+        # failed-attempt throttle from answering 429 to the admin key's requests.
+        settings = load_settings(
+            storage={"url": f"sqlite:///{path}"}, auth={"failed_attempts_limit": "100000/minute"}
+        )
         seeder = Seeder(settings)
         seeder.seed()
         seeder.fresh_admin()
@@ -182,3 +189,45 @@ def test_stateful_sequences_through_the_links(admin_schema: Any) -> None:
             suppress_health_check=list(HealthCheck),
         )
     )
+
+
+# --- the document is valid OpenAPI 3.1 and names every route and method ---------------------
+
+
+def _document() -> dict[str, Any]:
+    return openapi_document(load_settings())
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    validator = pytest.importorskip("openapi_spec_validator")
+    document = _document()
+    assert document["openapi"] == "3.1.0"
+    validator.validate(document)
+
+
+def test_every_route_and_method_is_documented() -> None:
+    runtime = Runtime(load_settings())
+    served: dict[str, set[str]] = {}
+    for route in api_routes(runtime):
+        assert isinstance(route, Route) and route.methods is not None
+        served["/v1" + route.path] = {m.lower() for m in route.methods} - {"head"}
+    documented = {
+        path: {m for m in item if m != "parameters"}
+        for path, item in _document()["paths"].items()
+        if path.startswith("/v1")
+    }
+    assert documented == served
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert _document()["paths"][path]["get"]["security"] == []
+
+
+def test_security_schemes_follow_the_configured_key_headers() -> None:
+    document = openapi_document(load_settings(auth={"headers": ["Authorization", "X-Gw-Key"]}))
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`Authorization: Bearer <admin key>`",
+    }
+    assert schemes["X-Gw-Key"] == {"type": "apiKey", "in": "header", "name": "X-Gw-Key"}
+    assert document["security"] == [{"bearerAuth": []}, {"X-Gw-Key": []}]
