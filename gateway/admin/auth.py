@@ -10,6 +10,7 @@ exception becomes 500 `INTERNAL_ERROR` without a trace in the body.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,7 @@ log = logging.getLogger("gateway.admin")
 # Keys of the ASGI scope where the guard leaves what it learned for the handlers.
 REQUEST_ID = "gateway.request_id"
 ADMIN_KEY = "gateway.admin_key"
+VALID_KEY = "gateway.key_presented"  # a valid key, admin or not (for usage records)
 
 PROTECTED_PREFIX = "/v1"
 # A presented value that was guessed wrong (not a missing key, not a store outage).
@@ -87,11 +89,14 @@ class AdminGuard:
         scope[REQUEST_ID] = request_id
         id_header = (b"x-request-id", request_id.encode("ascii"))
         started = False
+        status = 500
+        began = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0].lower() != id_header[0]]
                 headers.append(id_header)
                 message = {**message, "headers": headers}
@@ -99,7 +104,7 @@ class AdminGuard:
 
         try:
             if is_protected(scope["path"]):
-                scope[ADMIN_KEY] = await self.authenticate(scope)
+                await self.authenticate(scope)
             await self.app(scope, receive, send_with_id)
         except GatewayError as error:
             if started:
@@ -118,6 +123,17 @@ class AdminGuard:
             log.exception("unexpected error in an admin request", extra={"requestId": request_id})
             if not started:
                 await send_error(send_with_id, GatewayError("INTERNAL_ERROR"), request_id)
+        finally:
+            self.record_usage(scope, status, began)
+
+    def record_usage(self, scope: Scope, status: int, began: float) -> None:
+        """A usage record for a request that carried a valid key, whatever its outcome
+        (SPEC §6), so an admin key's lastUsedAt and history show the admin API too."""
+        key: ApiKey | None = scope.get(VALID_KEY)
+        usage = self.runtime.usage
+        if key is not None and usage is not None:
+            elapsed_ms = (time.perf_counter() - began) * 1000
+            usage.record(key.id, scope["method"], scope["path"], status, elapsed_ms, None)
 
     async def authenticate(self, scope: Scope) -> ApiKey:
         """The admin key of the request, or GatewayError 400/401/403/503 (SPEC §2, §3, §9)."""
@@ -138,12 +154,14 @@ class AdminGuard:
             if throttle is not None and error.code in FAILED_ATTEMPT_CODES:
                 throttle.failed(ip)
             raise
+        scope[VALID_KEY] = key
         if key.scope is not KeyScope.ADMIN:
             raise GatewayError(
                 "INSUFFICIENT_SCOPE",
                 "The admin API needs an API key with the admin access level.",
                 {"required": KeyScope.ADMIN.value, "granted": key.scope.value},
             )
+        scope[ADMIN_KEY] = key
         return key
 
 

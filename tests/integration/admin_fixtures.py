@@ -42,8 +42,9 @@ class Admin:
         return await self.service.create(KeyCreate(name=f"{scope} key", scope=scope, **fields))
 
     async def snapshot(self) -> tuple[list[ApiKey], list[AuditEvent]]:
-        """Everything the API can change: every key record and every audit event."""
-        keys = (await self.service.list(None, 200)).data
+        """Everything the API can change: every key record and every audit event.
+        (Not lastUsedAt: the admin API records usage of the keys that call it.)"""
+        keys = [k.evolve(last_used_at=None) for k in (await self.service.list(None, 200)).data]
         events = (await self.service.audit(None, 200)).data
         return keys, events
 

@@ -727,3 +727,28 @@ async def test_redis_going_away_gives_503_and_recovery(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# --- requests with a valid key are usage of that key (SPEC §6) --------------------------------
+
+
+async def test_admin_api_requests_are_recorded_as_usage_of_the_calling_key(admin: Admin) -> None:
+    _, read = await admin.new_key("read")
+    read_key = await admin.runtime.verifier.verify(read)  # type: ignore[union-attr]
+    assert (await admin.client.get("/v1/keys?limit=5")).status_code == 200
+    forbidden = await admin.client.get("/v1/audit", headers={"X-API-Key": read})
+    assert forbidden.status_code == 403
+
+    async def recorded(key_id: str) -> dict[str, Any]:
+        return (await admin.client.get(f"/v1/keys/{key_id}")).json()["apiKey"]
+
+    async def both_recorded() -> bool:
+        mine, theirs = await recorded(admin.key.id), await recorded(read_key.id)
+        return bool(mine["lastUsedAt"] and theirs["usage"]["recent"])
+
+    await _poll(both_recorded)
+    mine = (await recorded(admin.key.id))["usage"]["recent"]
+    assert any(r["path"] == "/v1/keys" and r["status"] == 200 for r in mine)
+    assert all("?" not in r["path"] for r in mine)  # never the query string
+    (theirs,) = (await recorded(read_key.id))["usage"]["recent"]
+    assert (theirs["method"], theirs["path"], theirs["status"]) == ("GET", "/v1/audit", 403)
