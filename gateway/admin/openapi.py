@@ -153,6 +153,7 @@ RESPONSE_MODELS: list[type[BaseModel]] = [
 
 # Rules the request models enforce in validators, stated for clients (the schema
 # generator cannot see inside a validator). The validators stay the authority.
+KEY_EDIT_NOT_NULL = ("name", "scope", "sites")
 _FIELD_HINTS: dict[str, dict[str, Any]] = {
     "name": {"minLength": 1, "maxLength": 100},
     "sites": {"minItems": 1, "items": {"type": "string", "pattern": r"^(\*|[A-Za-z0-9_-]{1,64})$"}},
@@ -164,12 +165,16 @@ def component_schemas() -> dict[str, Any]:
     pairs += [(m, "serialization") for m in RESPONSE_MODELS]
     _, top = models_json_schema(pairs, ref_template=REF, by_alias=True)  # type: ignore[arg-type]
     schemas: dict[str, Any] = top["$defs"]
+    # KeyEdit: absent means unchanged; null is refused for the fields that have no
+    # "unset" value (KeyService.edit), so the document does not offer null for them.
+    edit = schemas[KeyEdit.__name__]["properties"]
+    for name in KEY_EDIT_NOT_NULL:
+        prop = edit[name]
+        (kept,) = [branch for branch in prop.pop("anyOf") if branch.get("type") != "null"]
+        prop.pop("default", None)
+        prop.update(kept)
     for model in REQUEST_MODELS:
         for name, prop in schemas[model.__name__]["properties"].items():
-            if prop.get("default", 0) is None and "anyOf" not in prop:
-                # A field that may be absent but not null (KeyEdit's name, scope, sites):
-                # absent means unchanged, so there is no default to state.
-                del prop["default"]
             hint = _FIELD_HINTS.get(name)
             if hint is None:
                 continue

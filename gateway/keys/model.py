@@ -163,11 +163,9 @@ class KeyCreate(_Body):
 class KeyEdit(_Body):
     """Body of `PATCH /v1/keys/{id}`: only the fields present change."""
 
-    # Absent means unchanged; null is refused (these have no "unset" value), so the
-    # generated schema says string / array, not nullable.
-    name: Name = None  # type: ignore[assignment]
-    scope: ScopeName = None  # type: ignore[assignment]
-    sites: Sites = None  # type: ignore[assignment]
+    name: Name | None = None
+    scope: ScopeName | None = None
+    sites: Sites | None = None
     rate_limit: RateLimit = Field(default=None, alias="rateLimit")
     expires_at: ExpiresAt = Field(default=None, alias="expiresAt", strict=False)
 
