@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import secrets
 from typing import Any
 
@@ -104,18 +106,22 @@ def error_body(error: GatewayError, request_id: str) -> bytes:
     return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
 
 
+# Request ids: a random per-process prefix and a counter — unique, and cheap to make
+# (they need not be secret; os.urandom per request costs a system call).
+_ID_PREFIX = secrets.token_hex(8)
+_ID_COUNTER = itertools.count(int.from_bytes(secrets.token_bytes(4), "big"))
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]{1,128}")
+
+
 def new_request_id() -> str:
-    return secrets.token_hex(16)
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def accept_request_id(value: str | bytes | None) -> str:
     """Keep a client's X-Request-ID if it is 1–128 visible ASCII characters, else make one."""
     if value:
         if isinstance(value, bytes):
-            try:
-                value = value.decode("ascii")
-            except UnicodeDecodeError:
-                return new_request_id()
-        if 1 <= len(value) <= 128 and all(33 <= ord(c) <= 126 for c in value):
+            value = value.decode("latin-1")
+        if _VISIBLE_ASCII.fullmatch(value):
             return value
     return new_request_id()

@@ -6,6 +6,21 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+
+class _TallyFlusher:
+    """Registered first on REGISTRY: every collection first adds the pending tallies
+    (`TALLY`, below) to the metrics, so a scrape always sees every finished request."""
+
+    def collect(self) -> list:
+        TALLY.flush()
+        return []
+
+    def describe(self) -> list:
+        return []
+
+
+REGISTRY.register(_TallyFlusher())  # type: ignore[arg-type]
+
 REQUESTS = Counter(
     "gateway_requests_total",
     "Requests handled, by outcome ('allowed' or the error code in lower case) and status.",
@@ -48,3 +63,59 @@ USAGE_DROPPED = Counter(
 # Children resolved once: labels() costs a dict lookup and a lock on every call.
 KEY_CACHE_HIT = KEY_CACHE.labels("hit")
 KEY_CACHE_MISS = KEY_CACHE.labels("miss")
+
+
+class RequestTally:
+    """Per-request counts kept as plain Python numbers, added to the metrics above when
+    they are collected (every /metrics scrape) or when many are pending.
+
+    `Counter.inc` and `Histogram.observe` take a lock and walk the buckets on every
+    call; on the request path a dict increment and a list append are enough.
+    """
+
+    FLUSH_AT = 4096
+
+    def __init__(self) -> None:
+        self.outcomes: dict[tuple[str, int], int] = {}
+        self.durations: list[float] = []
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def request(self, outcome: str, status: int, seconds: float) -> None:
+        key = (outcome, status)
+        self.outcomes[key] = self.outcomes.get(key, 0) + 1
+        durations = self.durations
+        durations.append(seconds)
+        if len(durations) >= self.FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        outcomes, self.outcomes = self.outcomes, {}
+        durations, self.durations = self.durations, []
+        hits, misses = self.cache_hits, self.cache_misses
+        self.cache_hits = self.cache_misses = 0
+        for (outcome, status), count in outcomes.items():
+            REQUESTS.labels(outcome, str(status)).inc(count)
+        if durations:
+            _observe_many(REQUEST_DURATION, durations)
+        if hits:
+            KEY_CACHE_HIT.inc(hits)
+        if misses:
+            KEY_CACHE_MISS.inc(misses)
+
+
+def _observe_many(histogram: Histogram, values: list[float]) -> None:
+    """Histogram.observe for many values: one bucket search each, one inc per bucket."""
+    import bisect
+
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1
+    for index, count in enumerate(counts):
+        if count:
+            histogram._buckets[index].inc(count)
+    histogram._sum.inc(sum(values))
+
+
+TALLY = RequestTally()

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway import logs, metrics
 from gateway.errors import GatewayError, accept_request_id, error_body
+from gateway.keys.model import ApiKey
 from gateway.pipeline.clientip import ClientIP
 from gateway.pipeline.decide import (
     RouteRules,
@@ -79,7 +80,7 @@ class GatewayMiddleware:
         self.site_header = self.sites.header
         self.client_ip = ClientIP(settings.server.trusted_proxies)
         self._trusts_proxies = bool(self.client_ip.networks)
-        self._outcome_counters: dict[tuple[str, int], Any] = {}
+        self._views: dict[str, tuple[ApiKey, dict[str, Any]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -193,12 +194,7 @@ class GatewayMiddleware:
                 site = self.sites.requested(site_values, match_path)
                 check_site(key, site)
                 extra += await runtime.limiter.check(key.id, key.rate_limit)  # type: ignore[union-attr]
-                scope["gateway.key"] = {
-                    "id": key.id,
-                    "name": key.name,
-                    "scope": key.scope.value,
-                    "sites": list(key.sites),
-                }
+                scope["gateway.key"] = self._key_view(key)
             status, outcome = await self._call_app(scope, receive, send, extra)
         except GatewayError as exc:
             status, outcome = exc.status, exc.code.lower()
@@ -211,7 +207,7 @@ class GatewayMiddleware:
             await self._send_error(send, GatewayError("INTERNAL_ERROR"), request_id, extra)
         finally:
             elapsed = time.perf_counter() - started
-            self._count(outcome, status, elapsed)
+            metrics.TALLY.request(outcome, status, elapsed)
             if key is not None and runtime.usage is not None:
                 runtime.usage.record(key.id, method, path, status, elapsed * 1000, site)
             if logs.access_enabled():
@@ -225,6 +221,23 @@ class GatewayMiddleware:
                     path,
                     client_ip,
                 )
+
+    def _key_view(self, key: ApiKey) -> dict[str, Any]:
+        """`scope["gateway.key"]`: a fresh dict per request, built once per key record."""
+        cached = self._views.get(key.id)
+        if cached is None or cached[0] is not key:
+            view = {
+                "id": key.id,
+                "name": key.name,
+                "scope": key.scope.value,
+                "sites": list(key.sites),
+            }
+            if len(self._views) >= 10_000:
+                self._views.clear()
+            cached = self._views[key.id] = (key, view)
+        view = dict(cached[1])
+        view["sites"] = list(view["sites"])  # the app may change its copy
+        return view
 
     async def _call_app(
         self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]
@@ -274,15 +287,6 @@ class GatewayMiddleware:
                 headers.append(pair)
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    def _count(self, outcome: str, status: int, elapsed: float) -> None:
-        counter = self._outcome_counters.get((outcome, status))
-        if counter is None:
-            counter = metrics.REQUESTS.labels(outcome, str(status))
-            if len(self._outcome_counters) < 1000:
-                self._outcome_counters[(outcome, status)] = counter
-        counter.inc()
-        metrics.REQUEST_DURATION.observe(elapsed)
 
 
 class _AppFailed(Exception):

@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import limits
 
@@ -56,6 +56,7 @@ class Limit:
     amount: int
     period_ms: int
     ident: str  # e.g. "100/1/minute", part of the counter's key
+    quoted: bytes  # b'"100/minute"', the structured-field string
 
     @property
     def member(self) -> str:
@@ -77,7 +78,7 @@ def _limit(item: limits.RateLimitItem) -> Limit:
     else:
         name = f"{item.amount}/{item.multiples} {granularity}s"
     ident = f"{item.amount}/{item.multiples}/{granularity}"
-    return Limit(name, item.amount, item.get_expiry() * 1000, ident)
+    return Limit(name, item.amount, item.get_expiry() * 1000, ident, f'"{name}"'.encode())
 
 
 _POLICIES: dict[str, Policy] = {}
@@ -97,8 +98,7 @@ def parse_policy(text: str) -> Policy:
     return policy
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The result of one check: admitted or not, and each limit's state after it.
 
     `states[i]` is `(admits, remaining, reset_ms)` for `policy.limits[i]`: whether that
@@ -241,19 +241,23 @@ class MemoryCounters:
     def acquire(self, subject: str, policy: Policy, now_ms: int, *, hit: bool = True) -> Outcome:
         """Test every limit at `now_ms`; if all admit (and `hit`), count the request in all."""
         states = self._states_for(subject, policy)
+        limits_ = policy.limits
         prepare, report = self._prepare, self._report
-        verdicts = [
-            prepare(state, limit, now_ms)
-            for state, limit in zip(states, policy.limits, strict=True)
-        ]
-        admitted = all(verdicts)
+        verdicts = []
+        admitted = True
+        for index, limit in enumerate(limits_):
+            admits = prepare(states[index], limit, now_ms)
+            verdicts.append(admits)
+            if not admits:
+                admitted = False
         if admitted and hit:
-            for state, limit in zip(states, policy.limits, strict=True):
-                self._hit(state, limit, now_ms)
+            count = self._hit
+            for index, limit in enumerate(limits_):
+                count(states[index], limit, now_ms)
         result = []
-        for admits, state, limit in zip(verdicts, states, policy.limits, strict=True):
-            remaining, reset = report(state, limit, now_ms)
-            result.append((admits, remaining if remaining > 0 else 0, reset))
+        for index, limit in enumerate(limits_):
+            remaining, reset = report(states[index], limit, now_ms)
+            result.append((verdicts[index], remaining if remaining > 0 else 0, reset))
         return Outcome(admitted, now_ms, tuple(result))
 
     def known(self, subject: str, policy: Policy) -> bool:
@@ -520,25 +524,28 @@ class RateLimiter:
 
     def headers(self, policy: Policy, outcome: Outcome) -> list[tuple[bytes, bytes]]:
         """RateLimit-Policy and RateLimit (draft-11), and the legacy X-RateLimit-* trio."""
-        members = []
-        tightest = 0
-        for index, (limit, (_, remaining, reset)) in enumerate(
-            zip(policy.limits, outcome.states, strict=True)
-        ):
-            members.append(f'"{limit.name}";r={remaining};t={_ceil_seconds(reset)}')
-            best = outcome.states[tightest]
-            if remaining < best[1] or (remaining == best[1] and reset > best[2]):
-                tightest = index
-        headers = [
-            (b"ratelimit-policy", policy.header),
-            (b"ratelimit", ", ".join(members).encode()),
-        ]
+        states = outcome.states
+        if len(states) == 1:
+            tightest = 0
+            _, remaining, reset = states[0]
+            value = b"%s;r=%d;t=%d" % (policy.limits[0].quoted, remaining, -(-reset // 1000))
+        else:
+            members = []
+            tightest = 0
+            for index, (_, remaining, reset) in enumerate(states):
+                quoted = policy.limits[index].quoted
+                members.append(b"%s;r=%d;t=%d" % (quoted, remaining, -(-reset // 1000)))
+                best = states[tightest]
+                if remaining < best[1] or (remaining == best[1] and reset > best[2]):
+                    tightest = index
+            value = b", ".join(members)
+        headers = [(b"ratelimit-policy", policy.header), (b"ratelimit", value)]
         if self.legacy_headers:
-            _, remaining, reset = outcome.states[tightest]
+            _, remaining, reset = states[tightest]
             headers += (
-                (b"x-ratelimit-limit", str(policy.limits[tightest].amount).encode()),
-                (b"x-ratelimit-remaining", str(remaining).encode()),
-                (b"x-ratelimit-reset", str(_ceil_seconds(outcome.now_ms + reset)).encode()),
+                (b"x-ratelimit-limit", b"%d" % policy.limits[tightest].amount),
+                (b"x-ratelimit-remaining", b"%d" % remaining),
+                (b"x-ratelimit-reset", b"%d" % -(-(outcome.now_ms + reset) // 1000)),
             )
         return headers
 
