@@ -178,14 +178,16 @@ def launch_gateway(work: Path) -> Iterator[Gateway]:
             _stop(proc)
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an event loop running in this thread while
+# it is alive, which would break every later test that calls asyncio.run().
+@pytest.fixture(scope="package")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """The gateway most tests share (their keys have unique names)."""
     with launch_gateway(tmp_path_factory.mktemp("browser-gateway")) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     executable = need("chromium", shutil.which("chromium") or _existing("/usr/bin/chromium"))
     from playwright.sync_api import sync_playwright
