@@ -255,7 +255,8 @@ def sqlite_path(url: str) -> str:
 
 def parse_cursor(text: str, field: str = "cursor") -> int:
     """A paging cursor (a store sequence number) from its text; 400 if it is not one."""
-    if not text.isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() also accepts e.g. "²", which int() then refuses.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise GatewayError(
             "INVALID_REQUEST",
             f"The {field} is not valid.",

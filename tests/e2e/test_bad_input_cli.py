@@ -1,0 +1,35 @@
+"""Bad arguments and bad settings given to the `gateway` command: one `Error:` line and the
+documented exit code (1 for a rule, 2 for usage/configuration), never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner, Result
+
+from gateway.cli import cli
+
+pytestmark = pytest.mark.e2e
+
+
+def run(sqlite_url: str, *args: str, **env: str) -> Result:
+    result = CliRunner().invoke(cli, list(args), env={"GATEWAY_STORAGE__URL": sqlite_url, **env})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def one_error_line(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", [("keys", "list"), ("audit",)])
+@pytest.mark.parametrize("cursor", ["²", "١٢"])
+def test_a_unicode_digit_cursor_is_a_rule_error(
+    sqlite_url: str, command: tuple[str, ...], cursor: str
+) -> None:
+    result = run(sqlite_url, *command, "--cursor", cursor)
+    assert result.exit_code == 1
+    assert "INVALID_REQUEST" in one_error_line(result)

@@ -1,0 +1,29 @@
+"""Bad input to the admin API found by probing a running gateway: each gets the documented
+400 envelope naming the field (never a 500), and leaves the stored data as it was."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration import admin_fixtures
+from tests.integration.admin_fixtures import Admin, assert_error
+
+admin = admin_fixtures.admin
+
+
+# "²" and "١٢" are str.isdigit() but not cursors; "²" used to reach int() and be a 500.
+@pytest.mark.parametrize("value", ["²", "١٢", "０", "1²"])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/keys?cursor=", "cursor"),
+        ("/v1/audit?cursor=", "cursor"),
+        ("/v1/keys/{id}/usage?before=", "before"),
+    ],
+)
+async def test_non_ascii_digit_cursors_are_400(
+    admin: Admin, path: str, field: str, value: str
+) -> None:
+    response = await admin.client.get(path.format(id=admin.key.id) + value)
+    error = assert_error(response, 400, "INVALID_REQUEST")
+    assert error["details"]["field"] == field
