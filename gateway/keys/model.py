@@ -30,6 +30,9 @@ SITE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ALL_SITES = "*"
 M = TypeVar("M", bound=BaseModel)
 MAX_GRACE_SECONDS = 604_800
+MAX_LIMIT_AMOUNT = 1_000_000_000
+MAX_LIMIT_WINDOW = 10 * 360 * 86_400  # ten of the `limits` library's 360-day years
+_ZERO_WINDOW = re.compile(r"(?:/|\bper)\s*0+\s*[A-Za-z]", re.IGNORECASE)
 
 
 class Scope(StrEnum):
@@ -104,6 +107,14 @@ def check_rate_limit(value: str | None) -> str | None:
         raise ValueError('must be a limit like "100/minute" or "10/second;5000/day"') from None
     if not parsed or any(item.amount <= 0 for item in parsed):
         raise ValueError("every limit must allow at least one request")
+    # `limits` reads "1/0second" as 1/second: refuse it rather than store a misleading text.
+    if _ZERO_WINDOW.search(text):
+        raise ValueError("a window must be at least 1 unit long")
+    # Bounds keep counters and reset times exact in Redis (Lua numbers are doubles).
+    if any(item.amount > MAX_LIMIT_AMOUNT for item in parsed):
+        raise ValueError(f"a limit allows at most {MAX_LIMIT_AMOUNT} requests")
+    if any(item.get_expiry() > MAX_LIMIT_WINDOW for item in parsed):
+        raise ValueError("a window is at most 10 years")
     return text
 
 

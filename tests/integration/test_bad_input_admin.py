@@ -27,3 +27,22 @@ async def test_non_ascii_digit_cursors_are_400(
     response = await admin.client.get(path.format(id=admin.key.id) + value)
     error = assert_error(response, 400, "INVALID_REQUEST")
     assert error["details"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        "1/0second",  # `limits` reads it as 1/second: the stored text would mislead
+        "99999999999999999999999/second",
+        "10/999999999999 years",
+    ],
+)
+async def test_rate_limits_out_of_range_are_400_and_create_nothing(
+    admin: Admin, limit: str
+) -> None:
+    before = await admin.snapshot()
+    response = await admin.client.post(
+        "/v1/keys", json={"name": "x", "scope": "read", "rateLimit": limit}
+    )
+    assert assert_error(response, 400, "INVALID_REQUEST")["details"]["field"] == "rateLimit"
+    assert await admin.snapshot() == before
