@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from gateway.keys.format import validate_prefix
+from gateway.keys.model import check_rate_limit
+
+# An HTTP header name (RFC 9110 token): an empty or spaced name could never match a request.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+# Upper bounds keep every value representable where it is used (timedelta, SQLite
+# integers, timers): e.g. rotation_days = 10**12 used to make every key view fail.
+_MAX_DAYS = 36_500
+_MAX_SECONDS = 86_400.0
 
 
 class ConfigError(Exception):
@@ -32,12 +45,14 @@ def parse_host_port(value: str) -> tuple[str, int]:
 
 
 def _limit_string(value: str) -> str:
-    try:
-        parsed = limits.parse_many(value)
-    except ValueError:
-        raise ValueError('must be a limit like "60/minute" or "10/second;1000/hour"') from None
-    if not parsed:
-        raise ValueError('must be a limit like "60/minute"')
+    """The same rule as a key's rateLimit (e.g. no "0/minute", no zero-length window)."""
+    check_rate_limit(value)
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not an HTTP header name")
     return value
 
 
@@ -50,7 +65,7 @@ class ServerSettings(_Section):
     listen: str = "127.0.0.1:8000"
     admin_listen: str = "127.0.0.1:8001"
     trusted_proxies: list[str] = Field(default_factory=list)
-    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=2**62)
 
     @field_validator("listen", "admin_listen")
     @classmethod
@@ -71,9 +86,9 @@ class ServerSettings(_Section):
 
 class UpstreamSettings(_Section):
     url: str | None = None
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=30.0, gt=0)
-    max_connections: int = Field(default=100, ge=1)
+    connect_timeout: float = Field(default=5.0, gt=0, le=_MAX_SECONDS)
+    read_timeout: float = Field(default=30.0, gt=0, le=_MAX_SECONDS)
+    max_connections: int = Field(default=100, ge=1, le=100_000)
 
     @field_validator("url")
     @classmethod
@@ -110,8 +125,8 @@ class StorageSettings(_Section):
 
 class KeysSettings(_Section):
     prefix: str = "gw"
-    cache_ttl: float = Field(default=60.0, ge=0)
-    rotation_days: int = Field(default=90, ge=1)
+    cache_ttl: float = Field(default=60.0, ge=0, le=_MAX_SECONDS)
+    rotation_days: int = Field(default=90, ge=1, le=_MAX_DAYS)
 
     @field_validator("prefix")
     @classmethod
@@ -130,7 +145,14 @@ class AuthSettings(_Section):
     def _headers(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("must name at least one header")
+        for name in value:
+            _header_name(name)
         return value
+
+    @field_validator("site_header")
+    @classmethod
+    def _site_header(cls, value: str) -> str:
+        return _header_name(value)
 
     @field_validator("failed_attempts_limit")
     @classmethod
@@ -171,9 +193,10 @@ class RateLimitSettings(_Section):
 
 
 class UsageSettings(_Section):
-    recent_per_key: int = Field(default=1000, ge=20)
-    daily_retention_days: int = Field(default=90, ge=1)
-    flush_interval: float = Field(default=0.5, gt=0)
+    recent_per_key: int = Field(default=1000, ge=20, le=10_000_000)
+    daily_retention_days: int = Field(default=90, ge=1, le=_MAX_DAYS)
+    # At least 10 ms: a tinier interval would make the flusher spin.
+    flush_interval: float = Field(default=0.5, ge=0.01, le=3600)
 
 
 class RouteRule(_Section):
@@ -251,6 +274,39 @@ def _describe(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _describe_env_error(exc: SettingsError) -> str:
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else "a setting"
+    return (
+        f"environment: {field}: a GATEWAY_{field.upper()}__* value is not valid JSON "
+        f"(lists and tables are JSON, e.g. GATEWAY_AUTH__HEADERS='[\"X-API-Key\"]')"
+    )
+
+
+def _check_environment_names() -> None:
+    """Refuse a GATEWAY_* variable that looks like a setting but names none, instead of
+    silently ignoring it: GATEWAY_STORAGE_URL (one underscore) would otherwise leave the
+    default store in use. Other GATEWAY_* names (GATEWAY_SECRET...) are not settings."""
+    sections = Settings.model_fields
+    for name in os.environ:
+        if not name.upper().startswith("GATEWAY_"):
+            continue
+        rest = name[len("GATEWAY_") :].lower()
+        if "__" in rest:
+            section = rest.split("__", 1)[0]
+            if section not in sections:
+                known = ", ".join(sections)
+                raise ConfigError(f"environment: {name}: unknown setting (sections are {known})")
+            continue
+        for section in sections:
+            if rest.startswith(section + "_"):
+                setting = rest[len(section) + 1 :].upper()
+                raise ConfigError(
+                    f"environment: {name}: unknown setting; did you mean "
+                    f"GATEWAY_{section.upper()}__{setting} (two underscores)?"
+                )
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Settings from `path` (or $GATEWAY_CONFIG, or the embedded defaults) and the environment.
 
@@ -270,10 +326,13 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         for name in data:
             if name.startswith("_"):
                 raise ConfigError(f"{file_path}: {name}: unknown setting")
+    _check_environment_names()
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    except SettingsError as exc:  # e.g. GATEWAY_AUTH__HEADERS=X-Key: not JSON
+        raise ConfigError(_describe_env_error(exc)) from None
     if not overrides:
         return settings
     # Overrides (command-line flags) win over both the file and the environment.

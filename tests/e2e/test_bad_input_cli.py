@@ -33,3 +33,19 @@ def test_a_unicode_digit_cursor_is_a_rule_error(
     result = run(sqlite_url, *command, "--cursor", cursor)
     assert result.exit_code == 1
     assert "INVALID_REQUEST" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"GATEWAY_AUTH__HEADERS": "X-Key"}, "auth"),  # was a pydantic-settings traceback
+        ({"GATEWAY_STORAGE_URL": "sqlite:///elsewhere.db"}, "GATEWAY_STORAGE__URL"),
+        ({"GATEWAY_KEYS__ROTATION_DAYS": "999999999999"}, "keys.rotation_days"),
+    ],
+)
+def test_a_bad_environment_setting_is_one_line_exit_2(
+    sqlite_url: str, env: dict[str, str], named: str
+) -> None:
+    result = run(sqlite_url, "keys", "list", "--json", **env)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert named in one_error_line(result)
