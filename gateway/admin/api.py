@@ -70,9 +70,28 @@ def too_large() -> GatewayError:
     )
 
 
+class _DuplicateName(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _no_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a name given twice: which value would win is ambiguous."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _DuplicateName(name)
+            seen.add(name)
+    return data
+
+
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, object_pairs_hook=_no_duplicate_names)
+    except _DuplicateName as dup:
+        raise invalid_request(dup.name[:64], "is given more than once") from None
     except (ValueError, RecursionError):
         raise invalid_request("body", "must be a JSON object") from None
 

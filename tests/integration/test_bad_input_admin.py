@@ -46,3 +46,29 @@ async def test_rate_limits_out_of_range_are_400_and_create_nothing(
     )
     assert assert_error(response, 400, "INVALID_REQUEST")["details"]["field"] == "rateLimit"
     assert await admin.snapshot() == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/v1/keys", b'{"name": "a", "name": "b", "scope": "read"}', "name"),
+        ("PATCH", "/v1/keys/{id}", b'{"scope": "read", "scope": "admin"}', "scope"),
+        ("POST", "/v1/keys/{id}/rotate", b'{"gracePeriodSeconds": 0, "gracePeriodSeconds": 9}',
+         "gracePeriodSeconds"),
+        ("POST", "/v1/keys", b'{"name": "a", "scope": "read", "x": {"y": 1, "y": 2}}', "y"),
+    ],
+)  # fmt: skip
+async def test_a_json_name_given_twice_is_400_and_changes_nothing(
+    admin: Admin, method: str, path: str, body: bytes, field: str
+) -> None:
+    # Which of the two values would win is ambiguous (Python's json keeps the last).
+    target, _ = await admin.new_key("write")
+    before = await admin.snapshot()
+    response = await admin.client.request(
+        method,
+        path.format(id=target.id),
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert assert_error(response, 400, "INVALID_REQUEST")["details"]["field"] == field
+    assert await admin.snapshot() == before
