@@ -50,7 +50,7 @@ EXIT_USAGE = 2
 SHOWN_ONCE = "This key value is shown only once: store it now, it cannot be retrieved later."
 
 # --expires-in: a whole number and a unit. The cap keeps the date representable.
-_DURATION = re.compile(r"(\d{1,6})([smhdw])")
+_DURATION = re.compile(r"([0-9]+)([smhdw])")  # ASCII digits: \d also takes "５"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MAX_DURATION = timedelta(days=365 * 100)
 
@@ -171,10 +171,13 @@ def _parse_duration(text: str) -> timedelta:
             "must be a number and a unit: s, m, h, d or w (e.g. 90d, 12h, 30m)",
             param_hint="'--expires-in'",
         )
-    duration = timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-    if duration > _MAX_DURATION:
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise click.BadParameter("must be more than zero", param_hint="'--expires-in'")
+    # Compared as a number first: timedelta() itself overflows on e.g. 99999999999d.
+    if seconds > _MAX_DURATION.total_seconds():
         raise click.BadParameter("must be at most 100 years", param_hint="'--expires-in'")
-    return duration
+    return timedelta(seconds=seconds)
 
 
 def _exclusive(**options: Any) -> None:

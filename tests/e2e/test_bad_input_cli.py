@@ -49,3 +49,28 @@ def test_a_bad_environment_setting_is_one_line_exit_2(
     result = run(sqlite_url, "keys", "list", "--json", **env)
     assert result.exit_code == 2 and result.stdout == ""
     assert named in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("0d", "more than zero"),  # was exit 1 naming 'expiresAt', not the option typed
+        ("0s", "more than zero"),
+        ("99999999d", "at most 100 years"),  # was "must be a number and a unit"
+        ("9" * 40 + "w", "at most 100 years"),
+        ("５d", "a number and a unit"),  # a full-width digit was taken as 5
+        ("-5d", "a number and a unit"),
+        ("5D", "a number and a unit"),
+    ],
+)
+def test_a_bad_expires_in_is_a_usage_error_naming_the_option(
+    sqlite_url: str, value: str, reason: str
+) -> None:
+    for command in (
+        ("keys", "create", "--name", "x", "--scope", "read"),
+        ("keys", "edit", "key_0000000000000000"),
+    ):
+        result = run(sqlite_url, *command, "--expires-in", value)
+        assert result.exit_code == 2, result.output
+        assert "--expires-in" in result.stderr and reason in result.stderr
+    assert "No keys." in run(sqlite_url, "keys", "list").stdout
