@@ -66,6 +66,11 @@ def _check_fast(body: str) -> str:
 _SHAPES: dict[str, re.Pattern[str]] = {}
 
 
+def key_length(prefix: str = "gw") -> int:
+    """The length of every well-formed key value with `prefix`."""
+    return len(prefix) + 1 + RANDOM_LENGTH + CHECK_LENGTH
+
+
 def is_well_formed(value: str, prefix: str = "gw") -> bool:
     """True when `value` has the key shape for `prefix` and a matching checksum."""
     shape = _SHAPES.get(prefix)
