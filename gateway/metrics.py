@@ -78,6 +78,7 @@ class RequestTally:
     def __init__(self) -> None:
         self.outcomes: dict[tuple[str, int], int] = {}
         self.durations: list[float] = []
+        self.upstream_durations: list[float] = []
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -89,15 +90,25 @@ class RequestTally:
         if len(durations) >= self.FLUSH_AT:
             self.flush()
 
+    def upstream(self, seconds: float) -> None:
+        """One upstream call's duration (gateway_upstream_duration_seconds)."""
+        durations = self.upstream_durations
+        durations.append(seconds)
+        if len(durations) >= self.FLUSH_AT:
+            self.flush()
+
     def flush(self) -> None:
         outcomes, self.outcomes = self.outcomes, {}
         durations, self.durations = self.durations, []
+        upstream, self.upstream_durations = self.upstream_durations, []
         hits, misses = self.cache_hits, self.cache_misses
         self.cache_hits = self.cache_misses = 0
         for (outcome, status), count in outcomes.items():
             REQUESTS.labels(outcome, str(status)).inc(count)
         if durations:
             _observe_many(REQUEST_DURATION, durations)
+        if upstream:
+            _observe_many(UPSTREAM_DURATION, upstream)
         if hits:
             KEY_CACHE_HIT.inc(hits)
         if misses:
