@@ -92,33 +92,60 @@ def log_access(
     client_ip: str,
 ) -> None:
     """The one access line of a request (call only when `access_enabled()`)."""
+    latency = round(latency_ms, 3)
+    writer = _writer
+    if writer is not None and writer.only_route_for_access():
+        line = access_line(
+            time.time(), request_id, key_id, outcome, status, latency, method, path, client_ip
+        )
+        writer.records.put(line)
+        return
     fields = {
         "requestId": request_id,
         "keyId": key_id,
         "outcome": outcome,
         "status": status,
-        "latencyMs": round(latency_ms, 3),
+        "latencyMs": latency,
         "method": method,
         "path": path,
         "clientIp": client_ip,
     }
-    writer = _writer
-    if writer is not None and writer.only_route_for_access():
-        writer.records.put(access_line(time.time(), fields))
-    else:
-        ACCESS.info("request", extra={"fields": fields})
+    ACCESS.info("request", extra={"fields": fields})
 
 
-def access_line(created: float, fields: dict[str, Any]) -> str:
-    """The access line `JsonFormatter` renders for `log_access(...)`, built directly."""
-    data: dict[str, Any] = {
-        "time": _timestamp(created),
-        "level": "info",
-        "logger": "gateway.access",
-        "message": "request",
-    }
-    data.update(fields)
-    return json.dumps(data, default=str, separators=(",", ":"))
+# json's own C string encoder: the same escaping and quoting as json.dumps.
+_quote = json.encoder.encode_basestring_ascii
+_ACCESS_LINE = (
+    '{"time":"%s","level":"info","logger":"gateway.access","message":"request",'
+    '"requestId":%s,"keyId":%s,"outcome":%s,"status":%d,"latencyMs":%r,"method":%s,'
+    '"path":%s,"clientIp":%s}'
+)
+
+
+def access_line(
+    created: float,
+    request_id: str,
+    key_id: str | None,
+    outcome: str,
+    status: int,
+    latency_ms: float,
+    method: str,
+    path: str,
+    client_ip: str,
+) -> str:
+    """Exactly the line `JsonFormatter` renders for the access record of these fields,
+    built with one format operation (json.dumps would build an encoder per call, ~7 µs)."""
+    return _ACCESS_LINE % (
+        _timestamp(created),
+        _quote(request_id),
+        "null" if key_id is None else _quote(key_id),
+        _quote(outcome),
+        status,
+        latency_ms,
+        _quote(method),
+        _quote(path),
+        _quote(client_ip),
+    )
 
 
 class _QueueHandler(logging.handlers.QueueHandler):

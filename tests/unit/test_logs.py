@@ -6,6 +6,8 @@ import io
 import json
 import logging
 
+import pytest
+
 from gateway import logs
 
 
@@ -22,14 +24,24 @@ def _fields() -> dict[str, object]:
     }
 
 
-def test_access_line_is_what_the_formatter_renders() -> None:
-    fields = _fields()
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"keyId": "key_AbC123", "requestId": 'r"\\x', "status": 429, "latencyMs": 0.0},
+        {"latencyMs": 12345.679, "clientIp": "2001:db8::1", "method": "PATCH"},
+        {"latencyMs": 1e-3, "path": "/\x00\x7f\U0001f600"},
+    ],
+)
+def test_access_line_is_what_the_formatter_renders(changes: dict[str, object]) -> None:
+    fields = {**_fields(), **changes}
     record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", (), None)
     record.fields = fields
     for created in (1_700_000_000.0, 1_700_000_000.9995, 1_700_000_059.25):
         record.created = created
-        assert logs.access_line(created, fields) == logs.JsonFormatter().format(record)
-    assert json.loads(logs.access_line(0.5, fields))["path"] == fields["path"]
+        line = logs.access_line(created, *fields.values())  # type: ignore[arg-type]
+        assert line == logs.JsonFormatter().format(record)
+        assert json.loads(line)["path"] == fields["path"]
 
 
 def test_configured_writer_takes_the_fast_path_only_when_it_is_the_only_route() -> None:
