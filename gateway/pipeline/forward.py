@@ -413,14 +413,17 @@ async def _wait_disconnect(receive: Any, response: aiohttp.ClientResponse) -> No
 
 
 def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-    # One pass for the common answer (no `Connection` header); a second only when one
-    # nominates more headers to drop.
+    # One pass for the common answers (no `Connection` header, or one naming only
+    # hop-by-hop headers such as `keep-alive`); a second only when it nominates others.
     lowered = [(name.lower(), name, value) for name, value in raw]
     dropped = RESPONSE_DROPPED
     kept = [(name, value) for low, name, value in lowered if low not in dropped]
     if len(kept) == len(lowered) or not any(low == b"connection" for low, _, _ in lowered):
         return kept
-    dropped = dropped | connection_tokens((low, value) for low, _, value in lowered)
+    nominated = connection_tokens((low, value) for low, _, value in lowered)
+    if nominated <= dropped:
+        return kept
+    dropped = dropped | nominated
     return [(name, value) for low, name, value in lowered if low not in dropped]
 
 

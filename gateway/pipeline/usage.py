@@ -26,6 +26,32 @@ log = logging.getLogger("gateway.usage")
 _Row = tuple[str, float, str, str, int, float, str | None]
 
 
+# Rows converted per turn of the loop: a flush of a busy half second (~1,000 rows, ~2-3 µs
+# each) would otherwise hold the loop for milliseconds and show up in the requests' p99.
+_CHUNK = 200
+
+
+async def _records(rows: list[_Row]) -> list[UsageRecord]:
+    """`rows` as UsageRecords, letting requests in between chunks."""
+    records: list[UsageRecord] = []
+    for start in range(0, len(rows), _CHUNK):
+        if start:
+            await asyncio.sleep(0)
+        records += [
+            UsageRecord(
+                key_id,
+                datetime.fromtimestamp(at, UTC),
+                method,
+                path,
+                status,
+                round(latency_ms, 3),
+                site,
+            )
+            for key_id, at, method, path, status, latency_ms, site in rows[start : start + _CHUNK]
+        ]
+    return records
+
+
 class UsageRecorder:
     def __init__(
         self,
@@ -82,18 +108,7 @@ class UsageRecorder:
             while self._buffer:
                 count = min(len(self._buffer), self.batch_size)
                 rows = [self._buffer.popleft() for _ in range(count)]
-                records = [
-                    UsageRecord(
-                        key_id,
-                        datetime.fromtimestamp(at, UTC),
-                        method,
-                        path,
-                        status,
-                        round(latency_ms, 3),
-                        site,
-                    )
-                    for key_id, at, method, path, status, latency_ms, site in rows
-                ]
+                records = await _records(rows)
                 try:
                     await self.store.record_usage(records)
                 except Exception as exc:  # keep them for the next try
