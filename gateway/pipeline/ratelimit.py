@@ -240,6 +240,8 @@ class MemoryCounters:
 
     def acquire(self, subject: str, policy: Policy, now_ms: int, *, hit: bool = True) -> Outcome:
         """Test every limit at `now_ms`; if all admit (and `hit`), count the request in all."""
+        if len(policy.limits) == 1:
+            return self._acquire_one(subject, policy.limits[0], now_ms, hit)
         states = self._states_for(subject, policy)
         limits_ = policy.limits
         prepare, report = self._prepare, self._report
@@ -259,6 +261,19 @@ class MemoryCounters:
             remaining, reset = report(states[index], limit, now_ms)
             result.append((verdicts[index], remaining if remaining > 0 else 0, reset))
         return Outcome(admitted, now_ms, tuple(result))
+
+    def _acquire_one(self, subject: str, limit: Limit, now_ms: int, hit: bool) -> Outcome:
+        # The usual policy has one limit: the same steps as `acquire` without its lists
+        # and loops (the request path; measured ~2x cheaper).
+        by_limit = self._states.get(subject)
+        state = by_limit.get(limit.ident) if by_limit is not None else None
+        if state is None:
+            state = self._states_for(subject, Policy("", (limit,), b""))[0]
+        admits = self._prepare(state, limit, now_ms)
+        if admits and hit:
+            self._hit(state, limit, now_ms)
+        remaining, reset = self._report(state, limit, now_ms)
+        return Outcome(admits, now_ms, ((admits, remaining if remaining > 0 else 0, reset),))
 
     def known(self, subject: str, policy: Policy) -> bool:
         """Whether `subject` has counters (cheap: lets callers skip an untouched one)."""
