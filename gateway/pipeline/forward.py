@@ -25,7 +25,7 @@ import aiohttp
 from yarl import URL
 
 from gateway import metrics
-from gateway.errors import GatewayError, error_body
+from gateway.errors import GatewayError, error_body, invalid_request
 from gateway.pipeline.clientip import ClientIP
 from gateway.pipeline.identify import key_header_names
 from gateway.settings import Settings
@@ -179,6 +179,12 @@ class UpstreamApp:
         if body.client_gone:
             return
         raw_path = scope.get("raw_path") or scope["path"].encode()
+        if not raw_path.startswith(b"/"):
+            # The asterisk form (`OPTIONS *`) and absolute forms cannot be forwarded to
+            # upstream.url + path; refuse them plainly instead of as an upstream failure.
+            error = invalid_request("path", "must be an absolute path starting with '/'")
+            await _send_error(send, error, request_id, scope)
+            return
         target = self.base + raw_path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
@@ -201,6 +207,9 @@ class UpstreamApp:
                 await _send_error(send, error, request_id, scope)
             return
         metrics.TALLY.upstream(time.perf_counter() - started)  # no lock per request
+        # The request body may still be streaming while the answer comes back: if it then
+        # fails (too large, client gone), the body closes this response at once.
+        body.response = response
         try:
             await self._relay(response, scope, receive, send, body)
         finally:
@@ -306,7 +315,8 @@ class UpstreamApp:
         try:
             chunk = await content.readany()
         except Exception as exc:
-            await self._broken(exc, scope, send)
+            if not body.failed:
+                await self._broken(exc, scope, send)
             return
         if not chunk or content.at_eof():
             # The whole body is here: the common case costs no extra task.
@@ -323,6 +333,8 @@ class UpstreamApp:
                 except Exception as exc:
                     if watcher is not None and watcher.done():
                         return  # the client left; the watcher closed the upstream response
+                    if body.failed:
+                        return  # the request body failed and closed the upstream response
                     await self._broken(exc, scope, send)
                     return
                 if watcher is not None and watcher.done():
@@ -348,7 +360,7 @@ class UpstreamApp:
 class _RequestBody:
     """The client's request body as the upstream payload: streamed, counted, bounded."""
 
-    __slots__ = ("client_gone", "done", "limit", "receive", "size", "too_large")
+    __slots__ = ("client_gone", "done", "limit", "receive", "response", "size", "too_large")
 
     def __init__(self, receive: Any, limit: int) -> None:
         self.receive = receive
@@ -357,6 +369,17 @@ class _RequestBody:
         self.done = False
         self.too_large = False
         self.client_gone = False
+        self.response: aiohttp.ClientResponse | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.too_large or self.client_gone
+
+    def _abort(self) -> None:
+        """Stop the exchange: the upstream response, if one started, is closed (not pooled),
+        so neither the upstream nor our relay waits for a body that will never finish."""
+        if self.response is not None:
+            self.response.close()
 
     async def payload(
         self, method: str, content_length: int | None
@@ -384,6 +407,7 @@ class _RequestBody:
         self.size += len(chunk)
         if self.size > self.limit:
             self.too_large = True
+            self._abort()
             raise _BodyTooLarge
 
     async def _stream(self, first: bytes) -> AsyncIterator[bytes]:
@@ -394,6 +418,7 @@ class _RequestBody:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 self.client_gone = True
+                self._abort()
                 raise _ClientGone
             chunk = message.get("body", b"")
             self._count(chunk)

@@ -1,6 +1,6 @@
 """Malformed requests sent byte for byte to a real `gateway serve` (raw sockets, so nothing
 is cleaned up by a client library): the documented error or a clean forward, never a 500,
-a hang or a key value echoed. Two known bugs in the request path are marked xfail(strict)."""
+a hang or a key value echoed — and a client that leaves never holds its upstream connection."""
 
 from __future__ import annotations
 
@@ -189,27 +189,16 @@ def test_a_body_over_the_limit_is_413_by_content_length_and_while_streaming(
     assert_envelope(status, headers, body, "PAYLOAD_TOO_LARGE")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/forward.py builds the upstream URL as base + raw_path, so the "
-    "asterisk-form target of `OPTIONS *` gives 'http://host:port*', which aiohttp refuses; "
-    "that is reported as 502 UPSTREAM_UNAVAILABLE although the upstream is fine",
-)
 def test_options_asterisk_is_not_reported_as_an_upstream_failure(
     gw: Gateway, keys: dict[str, Key]
 ) -> None:
-    status, _, body = exchange(
+    status, headers, body = exchange(
         gw.port, request(b"*", b"X-API-Key: " + keys["admin"].value.encode(), method=b"OPTIONS")
     )
-    assert status != 502, body
+    assert status == 400, body
+    assert_envelope(status, headers, body, "INVALID_REQUEST")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline/forward.py: when a streamed request body crosses max_body_bytes after "
-    "the upstream has started answering, forwarding stops but the upstream response is "
-    "left waiting until upstream.read_timeout; the client gets a truncated 200 only then",
-)
 def test_a_body_crossing_the_limit_after_the_answer_started_closes_promptly(
     gw: Gateway, keys: dict[str, Key]
 ) -> None:
@@ -235,3 +224,34 @@ def test_a_body_crossing_the_limit_after_the_answer_started_closes_promptly(
             pass  # a reset is a prompt close too
         elapsed = time.monotonic() - started
     assert elapsed < 5.0, f"the connection stayed open {elapsed:.1f} s (read_timeout is 10 s)"
+
+
+def test_a_client_leaving_mid_body_frees_its_upstream_connection(
+    gw: Gateway, keys: dict[str, Key], upstream: Upstream
+) -> None:
+    """SPEC §7: the upstream must not wait for the rest of a body that will never come."""
+    import httpx
+
+    ident = f"mid-body-{time.monotonic_ns()}"
+    head = request(
+        f"/echo-body?id={ident}".encode(),
+        b"X-API-Key: " + keys["write"].value.encode(),
+        b"Content-Length: 10",
+        method=b"POST",
+        body=b"abc",
+    )
+
+    def state() -> str:
+        return httpx.get(f"{upstream.url}/_state?id={ident}", timeout=5).json()["state"]
+
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=8) as sock:
+        sock.sendall(head)
+        deadline = time.monotonic() + 5
+        while state() != "streaming":
+            assert time.monotonic() < deadline, "the upstream never saw the request"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 5  # the gateway's read_timeout is 10 s
+    while (current := state()) != "disconnected":
+        assert current == "streaming", current
+        assert time.monotonic() < deadline, "the upstream connection was not freed"
+        time.sleep(0.05)

@@ -106,12 +106,19 @@ async def big(request: web.Request) -> web.StreamResponse:
 
 
 async def echo_body(request: web.Request) -> web.StreamResponse:
+    ident = request.query.get("id", "")
     response = web.StreamResponse()
     response.content_type = "application/octet-stream"
     await response.prepare(request)
-    async for chunk in request.content.iter_any():
-        await response.write(chunk)
-    await response.write_eof()
+    STATES[ident] = "streaming"
+    try:
+        async for chunk in request.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+    except BaseException:  # reset, cancelled, or a payload error: the gateway went away
+        STATES[ident] = "disconnected"
+        raise
+    STATES[ident] = "done"
     return response
 
 
