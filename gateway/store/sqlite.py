@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -87,8 +88,12 @@ CHANGES_KEPT = 10_000
 T = TypeVar("T")
 
 
+# Built once: json.dumps with non-default options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 class SqliteStore:
@@ -320,45 +325,52 @@ class SqliteStore:
             await self._run(self._record_usage, records)
 
     def _record_usage(self, records: list[UsageRecord]) -> None:
-        keep = self.options.recent_per_key
+        # Batched on purpose: this runs beside the event loop and every Python-level SQL call
+        # costs GIL hand-offs, so counts are summed here and written with one executemany per
+        # table, and only the records that survive trimming are serialized and inserted.
+        keep = max(self.options.recent_per_key, 1)  # the trim below always keeps at least one
         cutoff = (datetime.now(UTC) - timedelta(days=self.options.daily_retention_days)).date()
         with self._transaction() as db:
             existing = _existing_ids(db, {r.key_id for r in records})
-            touched: dict[str, datetime] = {}
-            for record in records:
-                if record.key_id not in existing:
-                    continue  # deleted meanwhile: its history went with it
-                db.execute(
-                    "INSERT INTO usage_recent (key_id, record) VALUES (?, ?)",
-                    (record.key_id, _dumps(record.to_storage())),
-                )
-                day = record.at.astimezone(UTC).date().isoformat()
-                error = 1 if record.status >= 400 else 0
-                db.execute(
-                    "INSERT INTO usage_daily VALUES (?, ?, 1, ?) ON CONFLICT (key_id, date) "
-                    "DO UPDATE SET requests = requests + 1, errors = errors + excluded.errors",
-                    (record.key_id, day, error),
-                )
-                db.execute(
-                    "INSERT INTO usage_totals VALUES (?, 1) ON CONFLICT (key_id) "
-                    "DO UPDATE SET total = total + 1",
-                    (record.key_id,),
-                )
-                if record.key_id not in touched or touched[record.key_id] < record.at:
-                    touched[record.key_id] = record.at
-            for key_id, at in touched.items():
-                stamp = at.astimezone(UTC).isoformat()
-                db.execute(
-                    "UPDATE keys SET last_used_at = ? "
-                    "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-                    (stamp, key_id, stamp),
-                )
-                db.execute(
-                    "DELETE FROM usage_recent WHERE key_id = ? AND seq < ("
-                    "SELECT seq FROM usage_recent WHERE key_id = ? "
-                    "ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (key_id, key_id, keep - 1),
-                )
+            live = [r for r in records if r.key_id in existing]  # deleted keys: history gone
+            daily: Counter[tuple[str, str]] = Counter()
+            errors: Counter[tuple[str, str]] = Counter()
+            per_key: dict[str, list[UsageRecord]] = defaultdict(list)
+            for record in live:
+                day = (record.key_id, record.at.astimezone(UTC).date().isoformat())
+                daily[day] += 1
+                errors[day] += record.status >= 400
+                per_key[record.key_id].append(record)
+            newest = {id(r) for rs in per_key.values() for r in rs[-keep:]}
+            db.executemany(
+                "INSERT INTO usage_recent (key_id, record) VALUES (?, ?)",
+                [(r.key_id, _dumps(r.to_storage())) for r in live if id(r) in newest],
+            )
+            db.executemany(
+                "INSERT INTO usage_daily VALUES (?, ?, ?, ?) ON CONFLICT (key_id, date) "
+                "DO UPDATE SET requests = requests + excluded.requests, "
+                "errors = errors + excluded.errors",
+                [(k, day, n, errors[k, day]) for (k, day), n in daily.items()],
+            )
+            db.executemany(
+                "INSERT INTO usage_totals VALUES (?, ?) ON CONFLICT (key_id) "
+                "DO UPDATE SET total = total + excluded.total",
+                [(k, len(rs)) for k, rs in per_key.items()],
+            )
+            stamps = [
+                (max(r.at for r in rs).astimezone(UTC).isoformat(), k) for k, rs in per_key.items()
+            ]
+            db.executemany(
+                "UPDATE keys SET last_used_at = ?1 "
+                "WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                stamps,
+            )
+            db.executemany(
+                "DELETE FROM usage_recent WHERE key_id = ?1 AND seq < ("
+                "SELECT seq FROM usage_recent WHERE key_id = ?1 "
+                "ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                [(k, keep - 1) for k in per_key],
+            )
             db.execute("DELETE FROM usage_daily WHERE date < ?", (cutoff.isoformat(),))
 
     async def usage_summary(self, key_id: str, days: int, recent: int) -> UsageSummary:
