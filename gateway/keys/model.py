@@ -59,15 +59,6 @@ def rfc3339(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def parse_rfc3339(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise ValueError("timestamp must carry a timezone")
-    return moment.astimezone(UTC)
-
-
 # --- field rules ------------------------------------------------------------------------
 
 
@@ -249,9 +240,6 @@ class ApiKey:
     def rotation_due(self, rotation_days: int, now: datetime | None = None) -> bool:
         now = now or utcnow()
         return now - self.value_created_at > timedelta(days=rotation_days)
-
-    def is_expired(self, now: datetime | None = None) -> bool:
-        return self.expires_at is not None and (now or utcnow()) >= self.expires_at
 
     def allows_site(self, site: str) -> bool:
         return ALL_SITES in self.sites or site in self.sites
