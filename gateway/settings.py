@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -66,12 +73,33 @@ class ServerSettings(_Section):
     admin_listen: str = "127.0.0.1:8001"
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=0, le=2**62)
+    # Edge limits (SPEC §7), checked while a request head is read, before any work on it.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=100, ge=1, le=10_000)
+    header_timeout: float = Field(default=10.0, gt=0, le=_MAX_SECONDS)
+    keepalive_timeout: float = Field(default=5.0, gt=0, le=_MAX_SECONDS)
+    # PEM files: both set -> the proxy (and authz) listener speaks HTTPS (TLS 1.2+).
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @field_validator("listen", "admin_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
         parse_host_port(value)
         return value
+
+    @field_validator("tls_cert", "tls_key")
+    @classmethod
+    def _pem_file(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(f"{value!r} is not a readable file")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -34,6 +34,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ('[auth]\nheaders = ["X API Key"]\n', "auth.headers"),
         ('[auth]\nsite_header = ""\n', "auth.site_header"),
         ('[auth]\nsite_header = "X-Site-Id:"\n', "auth.site_header"),
+        ("[server]\nmax_header_bytes = 10\n", "server.max_header_bytes"),
+        ("[server]\nmax_headers = 0\n", "server.max_headers"),
+        ("[server]\nheader_timeout = 0\n", "server.header_timeout"),
+        ("[server]\nkeepalive_timeout = 1e300\n", "server.keepalive_timeout"),
+        ('[server]\ntls_cert = "/nonexistent.pem"\n', "server.tls_cert"),
     ],
 )
 def test_out_of_range_settings_are_refused(tmp_path: Path, text: str, field: str) -> None:
@@ -41,6 +46,16 @@ def test_out_of_range_settings_are_refused(tmp_path: Path, text: str, field: str
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
     assert str(path) in str(caught.value) and field in str(caught.value)
+
+
+def test_tls_cert_and_key_come_together(tmp_path: Path) -> None:
+    pem = tmp_path / "cert.pem"
+    pem.write_text("x", encoding="utf-8")
+    path = write(tmp_path, f'[server]\ntls_cert = "{pem}"\n')
+    with pytest.raises(ConfigError, match="tls_cert and tls_key must be set together"):
+        load_settings(path)
+    path = write(tmp_path, f'[server]\ntls_cert = "{pem}"\ntls_key = "{pem}"\n')
+    assert load_settings(path).server.tls_key == str(pem)
 
 
 def test_the_largest_allowed_values_load_and_render_a_key(tmp_path: Path) -> None:
