@@ -137,6 +137,8 @@ class UpstreamSettings(_Section):
 
 class StorageSettings(_Section):
     url: str = "sqlite:///gateway.db"
+    # Seconds any one backend call may take (SPEC §13): every answer within 1 s.
+    timeout: float = Field(default=0.25, gt=0, le=60)
 
     @field_validator("url")
     @classmethod
@@ -225,6 +227,16 @@ class UsageSettings(_Section):
     daily_retention_days: int = Field(default=90, ge=1, le=_MAX_DAYS)
     # At least 10 ms: a tinier interval would make the flusher spin.
     flush_interval: float = Field(default=0.5, ge=0.01, le=3600)
+    # Where records that cannot be written (store down, at shutdown too) wait for the store
+    # to come back. None: next to the SQLite file, or in the working directory.
+    spool_path: str | None = None
+
+    @field_validator("spool_path")
+    @classmethod
+    def _spool_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a file path (or left unset)")
+        return value
 
 
 class RouteRule(_Section):
@@ -268,6 +280,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file is passed in as init values; the environment overrides it.
         return (env_settings, init_settings)
+
+    def usage_spool_path(self) -> Path:
+        """`usage.spool_path`, or `<sqlite file>.usage-spool` / `./gateway-usage.spool`."""
+        if self.usage.spool_path:
+            return Path(self.usage.spool_path)
+        if self.storage.url.startswith("sqlite://"):
+            from gateway.store.base import sqlite_path
+
+            return Path(sqlite_path(self.storage.url) + ".usage-spool")
+        return Path("gateway-usage.spool")
 
     def rate_limit_storage_url(self) -> str:
         if self.rate_limit.storage:
