@@ -41,6 +41,7 @@ from gateway.keys.model import (
 from gateway.keys.service import KeyService
 from gateway.settings import ConfigError, Settings, load_settings
 from gateway.store.base import StoreError
+from gateway.store.presence import WAIT_SECONDS, wait_applied
 
 T = TypeVar("T")
 
@@ -146,6 +147,21 @@ def _run_with_service(
     with _failures(as_json, request_id, "open the key store"), _log_lines_to_stderr():
         return asyncio.run(run())
     raise AssertionError("unreachable: _failures exits on every error")
+
+
+async def _reach_gateways(service: KeyService) -> None:
+    """After a change: wait (at most WAIT_SECONDS) until every running gateway on the store
+    has applied it, and name on stderr any that has not (SPEC §10)."""
+    behind = await wait_applied(service.store)
+    if behind:
+        names = "; ".join(f"{g.label} (gateway {g.id})" for g in behind)
+        click.echo(
+            f"Warning: the change is saved, but {len(behind)} running gateway"
+            f"{'s have' if len(behind) > 1 else ' has'} not applied it after "
+            f"{WAIT_SECONDS:g} s: {names}. It may still accept the old key state "
+            "until it catches up.",
+            err=True,
+        )
 
 
 # --- options shared by the key commands ------------------------------------------------
@@ -522,7 +538,9 @@ def keys_edit(
         )
 
     async def action(service: KeyService, request_id: str) -> ApiKey:
-        return await service.edit(key_id, parse_body(KeyEdit, body), request_id=request_id)
+        key = await service.edit(key_id, parse_body(KeyEdit, body), request_id=request_id)
+        await _reach_gateways(service)
+        return key
 
     key = _run_with_service(ctx, as_json, action)
     rotation_days = _settings(ctx).keys.rotation_days
@@ -556,7 +574,9 @@ def keys_rotate(
         rotate = parse_body(KeyRotate, body)
         key = await service.get(key_id)
         _confirm(yes, f"Rotate {key.id} ({key.name})? Its current value stops working {when}.")
-        return await service.rotate(key_id, rotate, request_id=request_id)
+        result = await service.rotate(key_id, rotate, request_id=request_id)
+        await _reach_gateways(service)
+        return result
 
     key, secret = _run_with_service(ctx, as_json, action)
     _echo_secret(key, secret, as_json, _settings(ctx).keys.rotation_days)
@@ -575,7 +595,9 @@ def keys_revoke(ctx: click.Context, key_id: str, yes: bool, as_json: bool) -> No
         key = await service.get(key_id)
         if key.status is Status.ACTIVE:
             _confirm(yes, f"Revoke {key.id} ({key.name})? Requests with it will be refused.")
-        return await service.revoke(key_id, request_id=request_id)
+        revoked = await service.revoke(key_id, request_id=request_id)
+        await _reach_gateways(service)
+        return revoked
 
     key = _run_with_service(ctx, as_json, action)
     rotation_days = _settings(ctx).keys.rotation_days
@@ -599,6 +621,7 @@ def keys_delete(ctx: click.Context, key_id: str, yes: bool, as_json: bool) -> No
         if key.status is Status.REVOKED:
             _confirm(yes, f"Delete {key.id} ({key.name}) for good, with its usage history?")
         await service.delete(key_id, request_id=request_id)
+        await _reach_gateways(service)
 
     _run_with_service(ctx, as_json, action)
     if not as_json:

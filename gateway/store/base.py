@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from gateway.errors import GatewayError
 from gateway.keys.model import ApiKey, Status
+from gateway.store.presence import GatewayPresence
 
 T = TypeVar("T")
 
@@ -153,6 +154,8 @@ Mutation = Callable[[ApiKey], KeyWrite]
 @runtime_checkable
 class Store(Protocol):
     url: str
+    # The number of the last key change written through this object (0: none yet).
+    last_write: int
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -194,7 +197,13 @@ class Store(Protocol):
 
         Changes made through this store object are reported synchronously, before the
         write returns; changes made elsewhere (another process, another replica) as soon
-        as the store sees them. Call from a running event loop."""
+        as the store sees them. Call from a running event loop.
+
+        From then on this store object records in the store the last change its
+        listeners have applied (gateway.store.presence), until it is closed."""
+
+    async def live_gateways(self) -> list[GatewayPresence]:
+        """The running gateways on this store and the last change each has applied."""
 
 
 class ChangeFeed:

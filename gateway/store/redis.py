@@ -21,10 +21,13 @@ Readers that need several keys at once (digest lookup, key list) are scripts too
 round trip, one consistent snapshot. Scripts name keys from the namespace, so this store
 needs a single Redis (not Cluster).
 
-Changes are published on `gateway:<db>:changes` as "<origin> <key id>". A background task
-(started by the first `add_listener`) keeps a subscription, reconnecting with backoff;
-each time a subscription is established it reports ALL_KEYS, since anything may have
-changed while it was not listening.
+Changes are numbered by `gateway:changes` and published on `gateway:<db>:changes` as
+"<origin> <key id> <number>". A background task (started by the first `add_listener`)
+keeps a subscription, reconnecting with backoff; each time a subscription is established
+it reports ALL_KEYS, since anything may have changed while it was not listening.
+A store with listeners (a running gateway) records the last change it has applied in
+`gateway:gateway:<id>` (hash: label, applied; expires after LIVE_SECONDS unless refreshed),
+listed in the set `gateway:gateways`, so key commands can wait for it (store.presence).
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ from gateway.store.base import (
     UsageSummary,
     page_of,
     parse_cursor,
+)
+from gateway.store.presence import (
+    HEARTBEAT_SECONDS,
+    LIVE_SECONDS,
+    GatewayPresence,
+    process_label,
 )
 
 log = logging.getLogger("gateway.store")
@@ -127,8 +136,9 @@ if audit ~= '' then
   redis.call('ZADD', ns .. ':audit', seq, member)
   redis.call('ZADD', ns .. ':audit:' .. id, seq, member)
 end
-redis.call('PUBLISH', ARGV[10], ARGV[11])
-return 1
+local change = redis.call('INCR', ns .. ':changes')
+redis.call('PUBLISH', ARGV[10], ARGV[11] .. ' ' .. change)
+return change
 """
 
 # ARGV: ns, digest -> {record, last_used_at or "", expires_at or ""} or nil
@@ -226,6 +236,10 @@ class RedisStore:
         self._live = True  # whether the change feed was subscribed before its last failure
         self.conflicts = 0  # updates retried because the key changed meanwhile (WATCH)
         self._closing = False
+        self.last_write = 0  # the change number of the last write through this object
+        self._applied = -1  # the last change this store's listeners have applied (-1: none yet)
+        self._applied_event = asyncio.Event()
+        self._reporter: asyncio.Task[None] | None = None
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -263,6 +277,16 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 listener.result()
             self._listener = None
+        if self._reporter is not None:
+            reporter, self._reporter = self._reporter, None
+            reporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reporter
+            # Stopped: key commands need not wait for this gateway any more.
+            with contextlib.suppress(StoreError):
+                async with self._guard("unregister") as client:
+                    await client.delete(self._k("gateway", self._origin))
+                    await client.srem(self._k("gateways"), self._origin)
         if self._client is not None:
             client, self._client = self._client, None
             with contextlib.suppress(RedisError, OSError):
@@ -335,7 +359,8 @@ class RedisStore:
     async def insert_key(self, key: ApiKey, digest: str, audit: AuditEvent) -> None:
         write = KeyWrite(key, audit, new_digest=digest)
         async with self._guard("insert_key") as client:
-            await client.eval(APPLY, 0, *self._apply_args("insert", key.id, write))
+            change = await client.eval(APPLY, 0, *self._apply_args("insert", key.id, write))
+        self.last_write = int(change)
         self._feed.notify(key.id)
 
     async def update_key(self, key_id: str, mutate: Mutation) -> KeyWrite:
@@ -366,7 +391,8 @@ class RedisStore:
         op = "update" if write.key is not None else "delete"
         pipe.multi()
         pipe.eval(APPLY, 0, *self._apply_args(op, key_id, write))
-        await pipe.execute()
+        (change,) = await pipe.execute()
+        self.last_write = int(change)
         return write
 
     async def get_key(self, key_id: str) -> ApiKey | None:
@@ -488,7 +514,51 @@ class RedisStore:
     def add_listener(self, listener: Callable[[str], None]) -> None:
         self._feed.add(listener)
         if self._listener is None:
-            self._listener = asyncio.get_running_loop().create_task(self._listen())
+            loop = asyncio.get_running_loop()
+            self._listener = loop.create_task(self._listen())
+            self._reporter = loop.create_task(self._report_applied())
+
+    def _applied_up_to(self, change: int) -> None:
+        if change > self._applied:
+            self._applied = change
+            self._applied_event.set()
+
+    async def _report_applied(self) -> None:
+        """Record the last change applied: at once when it moves, else once per
+        HEARTBEAT_SECONDS, from the first subscription on (before it, nothing is known)."""
+        record = self._k("gateway", self._origin)
+        label = process_label()
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEARTBEAT_SECONDS):
+                    await self._applied_event.wait()
+            self._applied_event.clear()
+            if self._applied < 0:
+                continue
+            try:
+                async with self._guard("report") as client, client.pipeline() as pipe:
+                    pipe.hset(record, mapping={"label": label, "applied": self._applied})
+                    pipe.pexpire(record, int(LIVE_SECONDS * 1000))
+                    pipe.sadd(self._k("gateways"), self._origin)
+                    await pipe.execute()
+            except StoreError as exc:
+                log.debug("cannot record the applied change (%s)", exc)
+
+    async def live_gateways(self) -> list[GatewayPresence]:
+        async with self._guard("live_gateways") as client:
+            ids = sorted(await client.smembers(self._k("gateways")))
+            async with client.pipeline(transaction=False) as pipe:
+                for gateway_id in ids:
+                    pipe.hmget(self._k("gateway", gateway_id), "label", "applied")
+                rows = await pipe.execute()
+            gone = [g for g, (_, applied) in zip(ids, rows, strict=True) if applied is None]
+            if gone:
+                await client.srem(self._k("gateways"), *gone)
+        return [
+            GatewayPresence(g, label, int(applied))
+            for g, (label, applied) in zip(ids, rows, strict=True)
+            if applied is not None
+        ]
 
     async def _listen(self) -> None:
         """Keep a subscription to the change channel for as long as the store is open."""
@@ -526,7 +596,7 @@ class RedisStore:
                 now = loop.time()
                 if message is not None:
                     heard, pinged = now, False
-                    self._on_message(message)
+                    await self._on_message(client, message)
                 elif not pinged and now - heard > PING_EVERY:
                     await pubsub.ping()  # the answer arrives as a message
                     pinged = True
@@ -536,16 +606,22 @@ class RedisStore:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
-    def _on_message(self, message: dict[str, Any]) -> None:
+    async def _on_message(self, client: Redis, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "subscribe":
             self._live = True
+            # Read before forgetting: every change up to it is then applied.
+            async with asyncio.timeout(self.options.timeout):
+                change = int(await client.get(self._k("changes")) or 0)
             # Listening (again): whatever changed while we were not is unknown.
             self._feed.notify(ALL_KEYS)
+            self._applied_up_to(change)
         elif kind == "message":
-            origin, _, key_id = str(message.get("data", "")).partition(" ")
+            origin, key_id, change = [*str(message.get("data", "")).split(" "), "", ""][:3]
             if key_id and origin != self._origin:  # our own writes were reported already
                 self._feed.notify(key_id)
+            if change.isdigit():
+                self._applied_up_to(int(change))
 
 
 def _no_script(result: Any) -> bool:

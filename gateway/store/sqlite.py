@@ -6,7 +6,9 @@ take `BEGIN IMMEDIATE` (and a busy timeout), so a CLI write while the gateway fl
 usage waits its turn instead of failing with "database is locked".
 
 Changes made by another process are seen by polling the `changes` table's high-water
-mark every `poll_interval` seconds (a cheap indexed read).
+mark every `poll_interval` seconds (a cheap indexed read). A store with listeners (a
+running gateway) records in the `gateways` table the last change it has applied, so a
+key command can wait until every running gateway has it (gateway.store.presence).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import sqlite3
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +44,12 @@ from gateway.store.base import (
     page_of,
     parse_cursor,
     sqlite_path,
+)
+from gateway.store.presence import (
+    HEARTBEAT_SECONDS,
+    LIVE_SECONDS,
+    GatewayPresence,
+    process_label,
 )
 
 # Each entry upgrades the schema by one version; never edit a released entry, add one.
@@ -82,9 +92,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_key ON audit (key_id, seq);
     CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL);
     """,
+    # The running gateways and the last change each has applied (gateway.store.presence).
+    """
+    CREATE TABLE gateways (
+        id TEXT PRIMARY KEY,
+        label TEXT NOT NULL,
+        applied INTEGER NOT NULL,
+        seen REAL NOT NULL
+    );
+    """,
 ]
 
 CHANGES_KEPT = 10_000
+GATEWAYS_KEPT_SECONDS = 60.0  # records of stopped gateways are removed after this
 T = TypeVar("T")
 
 
@@ -106,6 +126,9 @@ class SqliteStore:
         self._feed = ChangeFeed()
         self._watcher: asyncio.Task[None] | None = None
         self._last_change = 0
+        self.last_write = 0  # the change number of the last write through this object
+        self._presence_id = secrets.token_hex(8)
+        self._registered = False
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -175,6 +198,10 @@ class SqliteStore:
             self._watcher = None
         if self._executor is None:
             return
+        if self._registered:
+            self._registered = False
+            with contextlib.suppress(StoreError):
+                await self._run(self._unregister)
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -217,8 +244,9 @@ class SqliteStore:
             )
 
     def _changed(self, db: sqlite3.Connection, key_id: str) -> None:
-        seq = db.execute("INSERT INTO changes (key_id) VALUES (?)", (key_id,)).lastrowid
-        db.execute("DELETE FROM changes WHERE seq <= ?", ((seq or 0) - CHANGES_KEPT,))
+        seq = db.execute("INSERT INTO changes (key_id) VALUES (?)", (key_id,)).lastrowid or 0
+        db.execute("DELETE FROM changes WHERE seq <= ?", (seq - CHANGES_KEPT,))
+        self.last_write = seq  # on the store's thread; read after the write returns
 
     async def insert_key(self, key: ApiKey, digest: str, audit: AuditEvent) -> None:
         def insert() -> None:
@@ -443,15 +471,49 @@ class SqliteStore:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Report changes committed by other processes (e.g. `gateway keys revoke`)."""
+        """Report changes committed by other processes (e.g. `gateway keys revoke`), and
+        record the last change applied: at once when there were new ones, else once per
+        HEARTBEAT_SECONDS so that key commands know this gateway is running."""
+        reported = -HEARTBEAT_SECONDS
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.options.poll_interval)
             try:
                 changed = await self._run(self._changes_since)
             except StoreError:
-                continue
-            for key_id in changed:
+                changed = None
+            for key_id in changed or ():
                 self._feed.notify(key_id)
+            # Recorded only after the listeners ran: the caches no longer hold the change.
+            if changed or (changed is not None and loop.time() - reported >= HEARTBEAT_SECONDS):
+                with contextlib.suppress(StoreError):
+                    await self._run(self._report, self._last_change)
+                    reported = loop.time()
+            await asyncio.sleep(self.options.poll_interval)
+
+    def _report(self, applied: int) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO gateways VALUES (?, ?, ?, ?) ON CONFLICT (id) "
+                "DO UPDATE SET applied = excluded.applied, seen = excluded.seen",
+                (self._presence_id, process_label(), applied, now),
+            )
+            db.execute("DELETE FROM gateways WHERE seen < ?", (now - GATEWAYS_KEPT_SECONDS,))
+        self._registered = True
+
+    def _unregister(self) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM gateways WHERE id = ?", (self._presence_id,))
+
+    async def live_gateways(self) -> list[GatewayPresence]:
+        def live() -> list[GatewayPresence]:
+            rows = self._conn.execute(
+                "SELECT id, label, applied FROM gateways WHERE seen >= ? ORDER BY id",
+                (time.time() - LIVE_SECONDS,),
+            ).fetchall()
+            return [GatewayPresence(*row) for row in rows]
+
+        return await self._run(live)
 
     def _changes_since(self) -> list[str]:
         db = self._conn
