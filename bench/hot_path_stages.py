@@ -61,7 +61,7 @@ async def main(rounds: int, requests: int) -> None:
         headers = [(b"host", b"127.0.0.1:8000"), (b"x-api-key", value.encode())]
         app = GatewayMiddleware(trivial, settings, runtime=runtime)
         verifier, limiter, usage = runtime.verifier, runtime.limiter, runtime.usage
-        verify, check = verifier.verify, limiter.check
+        verify, check, record = verifier.verify, limiter.check, usage.record
 
         async def stub_verify(presented: str):
             return key
@@ -69,10 +69,13 @@ async def main(rounds: int, requests: int) -> None:
         async def stub_check(key_id: str, rate_limit: str | None):
             return []
 
+        def stub_record(*args: object) -> None:
+            pass
+
         def configure(variant: str) -> None:
             verifier.verify = stub_verify if variant in ("no verify", "stages stubbed") else verify
             limiter.check = stub_check if variant in ("no rate limit", "stages stubbed") else check
-            runtime.usage = None if variant in ("no usage", "stages stubbed") else usage
+            usage.record = stub_record if variant in ("no usage", "stages stubbed") else record
 
         variants = ["whole", "no verify", "no rate limit", "no usage", "stages stubbed"]
         times: dict[str, list[float]] = {name: [] for name in ["app alone", *variants]}

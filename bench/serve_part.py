@@ -24,6 +24,10 @@ from gateway.settings import load_settings
 PARTS = ("forward", "pipeline", "usage", "full")
 
 
+def _record_nothing(*args: object) -> None:
+    pass
+
+
 async def main(part: str, port: int, config: str) -> None:
     from gateway.middleware import GatewayMiddleware
     from gateway.pipeline.forward import UpstreamApp
@@ -38,15 +42,16 @@ async def main(part: str, port: int, config: str) -> None:
     await runtime.start()
     await upstream.start()
     usage = runtime.usage
+    record = usage.record
     if part in ("forward", "pipeline"):
-        runtime.usage = None  # the middleware then records nothing
+        usage.record = _record_nothing  # type: ignore[method-assign]  # the middleware records nothing
     app = upstream if part == "forward" else GatewayMiddleware(upstream, runtime=runtime)
     sock = server.bind(f"127.0.0.1:{port}", "bench part")
     try:
         with server.Shutdown().installed() as shutdown:
             await server.run_listeners([(app, sock)], shutdown)
     finally:
-        runtime.usage = usage
+        usage.record = record  # type: ignore[method-assign]
         await upstream.stop()
         await runtime.stop()
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from gateway.keys.service import KeyService
-from gateway.pipeline.identify import FailedAttempts, KeyVerifier
+from gateway.pipeline.identify import KeyVerifier
 from gateway.pipeline.ratelimit import RateLimiter
 from gateway.pipeline.usage import UsageRecorder
 from gateway.secret import resolve_secret
@@ -54,68 +54,100 @@ async def key_service(settings: Settings) -> AsyncIterator[KeyService]:
         await service.store.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What the request path needs, opened together by `Runtime.start()` and returned whole."""
+
+    service: KeyService
+    verifier: KeyVerifier
+    limiter: RateLimiter
+    usage: UsageRecorder
+
+    @classmethod
+    async def open(cls, settings: Settings, clock: Callable[[], float] | None = None) -> Resources:
+        service = await open_key_service(settings)
+        try:
+            limiter = RateLimiter.from_settings(settings, clock=clock)
+        except BaseException:
+            await service.store.close()
+            raise
+        verifier = KeyVerifier(service, cache_ttl=settings.keys.cache_ttl)
+        verifier.attach()
+        usage = UsageRecorder(service.store, flush_interval=settings.usage.flush_interval)
+        usage.start()
+        return cls(service, verifier, limiter, usage)
+
+    async def close(self) -> None:
+        """Flush usage, then close the limiter and the store."""
+        try:
+            await self.usage.stop()
+        finally:
+            try:
+                await self.limiter.close()
+            finally:
+                await self.service.store.close()
+
+
+class NotStarted(RuntimeError):
+    """A resource was asked for before `Runtime.start()` (or after `stop()`)."""
+
+
 class Runtime:
     """The shared resources of one gateway process, opened and closed together.
 
     The store and key service, the key verifier (listening to the store's change events),
-    the rate limiter, the failed-attempt throttle and the usage recorder. The proxy server
-    shares one Runtime between its listeners; a mounted middleware opens its own.
-    `clock` (epoch seconds) replaces the rate limiter's and throttle's clock in tests.
+    the rate limiter and the usage recorder, as one `Resources` bundle. The server shares
+    one Runtime between its listeners (each listener's `DecisionCore` keeps its own
+    failed-attempt throttle); a mounted middleware opens its own.
+    `clock` (epoch seconds) replaces the rate limiter's clock in tests.
     """
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None) -> None:
         self.settings = settings
         self.clock = clock
-        self.service: KeyService | None = None
-        self.verifier: KeyVerifier | None = None
-        self.limiter: RateLimiter | None = None
-        self.throttle: FailedAttempts | None = None
-        self.usage: UsageRecorder | None = None
+        self.bundle: Resources | None = None  # the one optional: None until started
         self._lock: asyncio.Lock | None = None
 
     @property
     def started(self) -> bool:
-        return self.service is not None
+        return self.bundle is not None
 
-    async def start(self) -> None:
-        """Open everything (idempotent, safe to call concurrently)."""
-        if self.service is not None:
-            return
+    @property
+    def resources(self) -> Resources:
+        resources = self.bundle
+        if resources is None:
+            raise NotStarted("the gateway runtime is not started")
+        return resources
+
+    @property
+    def service(self) -> KeyService:
+        return self.resources.service
+
+    @property
+    def verifier(self) -> KeyVerifier:
+        return self.resources.verifier
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self.resources.limiter
+
+    @property
+    def usage(self) -> UsageRecorder:
+        return self.resources.usage
+
+    async def start(self) -> Resources:
+        """Open everything (idempotent, safe to call concurrently); the bundle."""
+        if self.bundle is not None:
+            return self.bundle
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self.service is not None:
-                return
-            settings = self.settings
-            service = await open_key_service(settings)
-            try:
-                limiter = RateLimiter.from_settings(settings, clock=self.clock)
-            except BaseException:
-                await service.store.close()
-                raise
-            verifier = KeyVerifier(service, cache_ttl=settings.keys.cache_ttl)
-            verifier.attach()
-            usage = UsageRecorder(service.store, flush_interval=settings.usage.flush_interval)
-            usage.start()
-            self.throttle = FailedAttempts(
-                settings.auth.failed_attempts_limit, clock=self.clock or time.time
-            )
-            self.verifier, self.limiter, self.usage = verifier, limiter, usage
-            self.service = service
+            if self.bundle is None:
+                self.bundle = await Resources.open(self.settings, self.clock)
+            return self.bundle
 
     async def stop(self) -> None:
-        """Flush usage, then close the limiter and the store."""
-        service = self.service
-        if service is None:
-            return
-        self.service = None
-        try:
-            if self.usage is not None:
-                await self.usage.stop()
-        finally:
-            try:
-                if self.limiter is not None:
-                    await self.limiter.close()
-            finally:
-                await service.store.close()
-                self.verifier = self.limiter = self.usage = self.throttle = None
+        """Flush usage, then close the limiter and the store (idempotent)."""
+        resources, self.bundle = self.bundle, None
+        if resources is not None:
+            await resources.close()

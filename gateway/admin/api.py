@@ -158,10 +158,10 @@ def api_routes(runtime: Runtime) -> list[Route]:
     gets 405 with the full `Allow` list of that path."""
 
     def service() -> KeyService:
-        svc = runtime.service
-        if svc is None:
+        resources = runtime.bundle
+        if resources is None:
             raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
-        return svc
+        return resources.service
 
     def who(request: Request) -> dict[str, str]:
         return {"actor": admin_key_of(request.scope).id, "request_id": request_id_of(request.scope)}

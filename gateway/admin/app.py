@@ -26,7 +26,8 @@ from gateway import metrics
 from gateway.admin.api import api_routes
 from gateway.admin.auth import AdminGuard, request_id_of
 from gateway.admin.openapi import openapi_document
-from gateway.errors import GatewayError, error_body
+from gateway.errors import GatewayError
+from gateway.pipeline.core import DecisionCore, render_error
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.admin")
@@ -44,11 +45,11 @@ async def metrics_text(request: Request) -> Response:
 
 def _readyz(runtime: Runtime) -> Callable[[Request], Awaitable[Response]]:
     async def readyz(request: Request) -> Response:
-        service = runtime.service
-        if service is None:
+        resources = runtime.bundle
+        if resources is None:
             raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
         try:
-            await asyncio.wait_for(service.store.ping(), READY_TIMEOUT)
+            await asyncio.wait_for(resources.service.store.ping(), READY_TIMEOUT)
         except Exception:  # whatever the backend raised, it is not ready
             log.warning("readiness check failed: the key store did not answer", exc_info=True)
             metrics.BACKEND_ERRORS.labels("store").inc()
@@ -76,13 +77,10 @@ def error_from_http(exc: HTTPException) -> GatewayError:
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    error = error_from_http(exc)
-    return Response(
-        error_body(error, request_id_of(request.scope)),
-        status_code=error.status,
-        headers={**error.headers, "Cache-Control": "no-store"},
-        media_type="application/json",
-    )
+    status, headers, body = render_error(error_from_http(exc), request_id_of(request.scope))
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
 
 
 def create_admin_app(runtime: Runtime, *, manage_runtime: bool = False) -> Starlette:
@@ -115,16 +113,11 @@ def create_admin_app(runtime: Runtime, *, manage_runtime: bool = False) -> Starl
             if manage_runtime:
                 await runtime.stop()
 
+    # The admin listener's own decision core: its own failed-attempt counter (SPEC §4).
+    core = DecisionCore.for_listener(runtime.settings, "admin", runtime=runtime)
     return Starlette(
         routes=routes,
-        middleware=[
-            Middleware(
-                AdminGuard,
-                runtime=runtime,
-                key_headers=runtime.settings.auth.headers,
-                trusted_proxies=runtime.settings.server.trusted_proxies,
-            )
-        ],
+        middleware=[Middleware(AdminGuard, core=core)],
         exception_handlers={HTTPException: _http_exception},
         lifespan=lifespan,
     )

@@ -11,21 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
-from gateway.errors import GatewayError, accept_request_id, error_body
+from gateway.errors import GatewayError, accept_request_id
 from gateway.keys.model import ApiKey
-from gateway.keys.model import Scope as KeyScope
-from gateway.pipeline.clientip import ClientIP
-from gateway.pipeline.identify import extract_key, key_header_names
+from gateway.pipeline.core import DecisionCore, RequestHead, render_error, send_response
 from gateway.store.base import StoreError
-
-if TYPE_CHECKING:
-    from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.admin")
 
@@ -35,8 +28,6 @@ ADMIN_KEY = "gateway.admin_key"
 VALID_KEY = "gateway.key_presented"  # a valid key, admin or not (for usage records)
 
 PROTECTED_PREFIX = "/v1"
-# A presented value that was guessed wrong (not a missing key, not a store outage).
-FAILED_ATTEMPT_CODES = frozenset({"INVALID_API_KEY", "KEY_REVOKED", "KEY_EXPIRED"})
 
 
 def is_protected(path: str) -> bool:
@@ -54,43 +45,32 @@ def admin_key_of(scope: Scope) -> ApiKey:
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
-    body = error_body(error, request_id)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-    ]
-    for name, value in error.headers.items():
-        headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, render_error(error, request_id))
 
 
 class AdminGuard:
-    """Request id, admin authentication and the last-resort error envelope."""
+    """Request id, admin authentication (the decision core of the "admin" listener, with
+    its own failed-attempt counter) and the last-resort error envelope."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        runtime: Runtime,
-        key_headers: Iterable[str],
-        trusted_proxies: Iterable[str] = (),
-    ) -> None:
+    def __init__(self, app: ASGIApp, core: DecisionCore) -> None:
         self.app = app
-        self.runtime = runtime
-        self.key_headers = key_header_names(key_headers)
-        self.client_ip = ClientIP(trusted_proxies)
+        self.core = core
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = accept_request_id(_header(scope, b"x-request-id"))
+        path = scope["path"]
+        head = RequestHead(scope["method"], path, scope["headers"], scope.get("client"))
+        decision = await self.core.decide(head, public=not is_protected(path))
+        request_id = decision.request_id
         scope[REQUEST_ID] = request_id
         id_header = (b"x-request-id", request_id.encode("ascii"))
         started = False
         status = 500
-        began = time.perf_counter()
+        began = decision.started
+        if decision.key is not None:
+            scope[VALID_KEY] = decision.key
 
         async def send_with_id(message: Message) -> None:
             nonlocal started, status
@@ -103,8 +83,10 @@ class AdminGuard:
             await send(message)
 
         try:
-            if is_protected(scope["path"]):
-                await self.authenticate(scope)
+            if decision.error is not None:
+                raise decision.error
+            if decision.key is not None:
+                scope[ADMIN_KEY] = decision.key
             await self.app(scope, receive, send_with_id)
         except GatewayError as error:
             if started:
@@ -130,48 +112,7 @@ class AdminGuard:
         """A usage record for a request that carried a valid key, whatever its outcome
         (SPEC §6), so an admin key's lastUsedAt and history show the admin API too."""
         key: ApiKey | None = scope.get(VALID_KEY)
-        usage = self.runtime.usage
-        if key is not None and usage is not None:
+        resources = self.core.runtime.bundle
+        if key is not None and resources is not None:
             elapsed_ms = (time.perf_counter() - began) * 1000
-            usage.record(key.id, scope["method"], scope["path"], status, elapsed_ms, None)
-
-    async def authenticate(self, scope: Scope) -> ApiKey:
-        """The admin key of the request, or GatewayError 400/401/403/503 (SPEC §2, §3, §9)."""
-        verifier = self.runtime.verifier
-        if verifier is None:
-            raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
-        # The same failed-attempt throttle as the proxy (SPEC §4), shared with it.
-        throttle = self.runtime.throttle
-        ip = self.client_ip.resolve(scope.get("client"), _headers(scope, b"x-forwarded-for"))
-        if throttle is not None:
-            throttle.check(ip)
-        value = extract_key(scope["headers"], self.key_headers)
-        if value is None:
-            raise GatewayError("MISSING_API_KEY")
-        try:
-            key = await verifier.verify(value)
-        except GatewayError as error:
-            if throttle is not None and error.code in FAILED_ATTEMPT_CODES:
-                throttle.failed(ip)
-            raise
-        scope[VALID_KEY] = key
-        if key.scope is not KeyScope.ADMIN:
-            raise GatewayError(
-                "INSUFFICIENT_SCOPE",
-                "The admin API needs an API key with the admin access level.",
-                {"required": KeyScope.ADMIN.value, "granted": key.scope.value},
-            )
-        scope[ADMIN_KEY] = key
-        return key
-
-
-def _headers(scope: Scope, name: bytes) -> list[bytes] | None:
-    values = [value for key, value in scope["headers"] if key == name]
-    return values or None
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value
-    return None
+            resources.usage.record(key.id, scope["method"], scope["path"], status, elapsed_ms, None)
