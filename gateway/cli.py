@@ -325,14 +325,27 @@ def _run_server(entry: str, call: Callable[[Any], Any]) -> None:
     "--admin-listen", metavar="HOST:PORT", help="Admin API listener (server.admin_listen)."
 )
 @click.option("--upstream", metavar="URL", help="Upstream base URL (upstream.url).")
+@click.option(
+    "--authz-listen",
+    metavar="HOST:PORT",
+    help="Also run the forward-auth listener (server.authz_listen; off by default).",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, listen: str | None, admin_listen: str | None, upstream: str | None
+    ctx: click.Context,
+    listen: str | None,
+    admin_listen: str | None,
+    upstream: str | None,
+    authz_listen: str | None,
 ) -> None:
-    """Run the proxy and the admin listeners."""
+    """Run the proxy and the admin listeners (and the forward-auth one, if configured)."""
     server_overrides = {
         name: value
-        for name, value in (("listen", listen), ("admin_listen", admin_listen))
+        for name, value in (
+            ("listen", listen),
+            ("admin_listen", admin_listen),
+            ("authz_listen", authz_listen),
+        )
         if value is not None
     }
     overrides: dict[str, dict[str, Any]] = {}
@@ -342,6 +355,27 @@ def serve(
         overrides["upstream"] = {"url": upstream}
     settings = _settings(ctx, **overrides)
     _run_server("serve", lambda server: server.serve(settings))
+
+
+@cli.command()
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Forward-auth listener (default: server.authz_listen, else 127.0.0.1:8002).",
+)
+@click.pass_context
+def authz(ctx: click.Context, listen: str | None) -> None:
+    """Run only the forward-auth listener: the key checks for nginx, Traefik, Caddy, Envoy.
+
+    The front proxy asks it about every request and forwards the request itself (no
+    upstream needed). Its address must be in server.trusted_proxies. See the README's
+    "Forward auth" section and config/nginx.conf, Caddyfile, envoy.yaml, traefik.yml.
+    """
+    settings = _settings(ctx)
+    if listen is None:
+        listen = settings.server.authz_listen or "127.0.0.1:8002"
+    settings = _settings(ctx, server={"authz_listen": listen})
+    _run_server("authz", lambda server: server.authz(settings))
 
 
 @cli.command()

@@ -127,6 +127,7 @@ class Shutdown:
     def __init__(self) -> None:
         self.signals = 0
         self.servers: list[uvicorn.Server] = []
+        self.event: asyncio.Event | None = None  # set on the first signal (for non-uvicorn)
 
     @property
     def requested(self) -> bool:
@@ -137,6 +138,8 @@ class Shutdown:
         self.stop_servers(force=self.signals > 1)
 
     def stop_servers(self, *, force: bool = False) -> None:
+        if self.event is not None:
+            self.event.set()
         for server in self.servers:
             server.should_exit = True
             server.force_exit = server.force_exit or force
@@ -144,6 +147,7 @@ class Shutdown:
     @contextlib.contextmanager
     def installed(self) -> Iterator[Shutdown]:
         loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self)
         try:
@@ -253,6 +257,49 @@ def serve(settings: Settings) -> None:
         )
 
     _run(run_gateway(settings, proxy_sock, admin_sock, on_ready=ready))
+
+
+# --- gateway authz ---------------------------------------------------------------------
+
+DEFAULT_AUTHZ_LISTEN = "127.0.0.1:8002"
+
+
+def authz(settings: Settings) -> None:
+    """Run the forward-auth listener alone until SIGTERM/SIGINT (blocking; SPEC §15)."""
+    configure_logging()
+    listen = settings.server.authz_listen or DEFAULT_AUTHZ_LISTEN
+    sock = bind(listen, "forward-auth listener (server.authz_listen)")
+
+    def ready() -> None:
+        log.info("gateway authz listening: http://%s", address_of(sock))
+
+    _run(run_authz(settings, sock, on_ready=ready))
+
+
+async def run_authz(
+    settings: Settings, sock: socket.socket, *, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Start the decision core, answer forward-auth requests until a signal, stop."""
+    from gateway.faces.authz import AuthzFace
+    from gateway.faces.authz_listener import AuthzServer, EdgeLimits
+    from gateway.pipeline.core import DecisionCore
+
+    core = DecisionCore.for_listener(settings, "authz")
+    with Shutdown().installed() as shutdown:
+        try:
+            await core.start()
+            server = AuthzServer(AuthzFace(core), EdgeLimits.from_settings(settings))
+            if not shutdown.requested:
+                await server.start(sock)
+                if on_ready is not None:
+                    on_ready()
+                assert shutdown.event is not None
+                await shutdown.event.wait()
+                await server.stop(GRACE_SECONDS)
+        finally:
+            await core.stop()  # flushes buffered usage
+            sock.close()
+    log.info("gateway authz stopped")
 
 
 # --- gateway demo ----------------------------------------------------------------------

@@ -81,11 +81,14 @@ class ServerSettings(_Section):
     # PEM files: both set -> the proxy (and authz) listener speaks HTTPS (TLS 1.2+).
     tls_cert: str | None = None
     tls_key: str | None = None
+    # The forward-auth listener of `gateway serve` (SPEC §15); off when unset.
+    authz_listen: str | None = None
 
-    @field_validator("listen", "admin_listen")
+    @field_validator("listen", "admin_listen", "authz_listen")
     @classmethod
-    def _listen(cls, value: str) -> str:
-        parse_host_port(value)
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_host_port(value)
         return value
 
     @field_validator("tls_cert", "tls_key")
@@ -239,6 +242,20 @@ class UsageSettings(_Section):
         return value
 
 
+class AuthzSettings(_Section):
+    """Forward auth (SPEC §15). `path_prefix`: what a proxy puts in front of the original
+    path when it sends it as the authz request's own path (Envoy's `path_prefix`)."""
+
+    path_prefix: str = ""
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and (not value.startswith("/") or "?" in value):
+            raise ValueError("must be empty or a path starting with '/', e.g. /authz")
+        return value.rstrip("/")
+
+
 class RouteRule(_Section):
     prefix: str
     scope: Literal["read", "write", "admin"] | None = None
@@ -267,6 +284,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
+    authz: AuthzSettings = Field(default_factory=AuthzSettings)
     routes: list[RouteRule] = Field(default_factory=list)
 
     @classmethod

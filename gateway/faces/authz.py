@@ -1,0 +1,171 @@
+"""Forward auth: the decision core answering nginx, Traefik, Caddy and Envoy (SPEC §15).
+
+A front proxy asks, for each request it received, whether it may pass. The face finds the
+original request in the question, lets the decision core decide, and turns the decision
+into the answer the proxy understands:
+
+- allowed: `200`, empty body, `X-Gateway-Key-Id`, `X-Gateway-Key-Scope`, `X-Request-ID`
+  (for the upstream) and the RateLimit headers (for the client);
+- denied: the same status, headers and JSON envelope `gateway serve` would answer.
+  nginx's `auth_request` only understands 2xx/401/403 (anything else becomes a 500), so
+  an authz request carrying `X-Gateway-Authz-Mode: nginx` gets every denial as `403`
+  with the real status in `X-Gateway-Status` and the envelope in `X-Gateway-Error`; the
+  shipped config/nginx.conf answers the client with them (`error_page 403 = @denied`).
+
+The original request: method from `X-Forwarded-Method` / `X-Original-Method`, path and
+query from `X-Forwarded-Uri` / `X-Original-URI` (or ingress-nginx's `X-Original-URL`),
+believed only from `server.trusted_proxies`. Without them (Envoy's HTTP mode) the authz
+request's own method and path are the original ones, `authz.path_prefix` removed first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+from gateway.pipeline.clientip import ClientIP
+from gateway.pipeline.core import Decision, DecisionCore, RequestHead
+from gateway.settings import Settings
+
+Headers = list[tuple[bytes, bytes]]
+
+MODE_HEADER = b"x-gateway-authz-mode"
+NGINX_MODE = b"nginx"
+# What the nginx mode adds to a denial answered as 403.
+STATUS_HEADER = b"x-gateway-status"
+ERROR_HEADER = b"x-gateway-error"
+
+_METHOD_HEADERS = (b"x-forwarded-method", b"x-original-method")
+# In order of preference (the first one present counts).
+_URI_HEADERS = (b"x-forwarded-uri", b"x-original-uri", b"x-original-url")
+_FORWARDED = frozenset((*_METHOD_HEADERS, *_URI_HEADERS))
+_REQUEST_ID = b"x-request-id"
+_GATEWAY_PREFIX = b"x-gateway-"
+# A method is an HTTP token; anything else in a forwarded header is not believed.
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class Answer:
+    """What the authz listener writes back: status, headers, body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Headers, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class OriginalRequest:
+    """Finds the request a proxy asks about (SPEC §15), from `server.trusted_proxies` and
+    `authz.path_prefix`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path_prefix = settings.authz.path_prefix
+        self.client_ip = ClientIP(settings.server.trusted_proxies)
+
+    def __call__(
+        self, method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]], peer: str | None
+    ) -> tuple[str, str, bytes]:
+        """The original request's method, decoded path and raw path (no query).
+
+        `method` and `target` are the authz request's own; the forwarded headers count
+        only when the peer is a trusted proxy (a spoofed one changes nothing)."""
+        if peer is not None and self.client_ip.networks and self.client_ip.is_trusted(peer):
+            found: dict[bytes, bytes] = {}
+            for name, value in headers:
+                if name in _FORWARDED and name not in found:
+                    found[name] = value
+            uri = next((found[name] for name in _URI_HEADERS if name in found), None)
+            if uri is not None:
+                forwarded = next((found[n] for n in _METHOD_HEADERS if n in found), b"")
+                forwarded = forwarded.strip().upper()
+                if forwarded and _is_token(forwarded):
+                    method = forwarded.decode("ascii")
+                raw = _path_of(uri.strip())
+                return method, unquote(raw.decode("latin-1")), raw
+        raw = _path_of(target)
+        prefix = self.path_prefix
+        if prefix:
+            text = raw.decode("latin-1")
+            if text == prefix or text.startswith(prefix + "/"):
+                raw = raw[len(prefix) :] or b"/"
+        return method, unquote(raw.decode("latin-1")), raw
+
+
+class AuthzFace:
+    """One forward-auth question in, one answer out; usage and the access line recorded."""
+
+    def __init__(self, core: DecisionCore) -> None:
+        self.core = core
+        self.original = OriginalRequest(core.settings)
+
+    async def check(
+        self,
+        method: str,
+        target: bytes,
+        headers: Headers,
+        client: tuple[str, int] | None,
+    ) -> Answer:
+        """Decide on the request the proxy describes; answer as SPEC §15 says."""
+        orig_method, path, raw_path = self.original(
+            method, target, headers, client[0] if client else None
+        )
+        core = self.core
+        decision = await core.decide(RequestHead(orig_method, path, headers, client, raw_path))
+        try:
+            if decision.allowed:
+                return Answer(200, allowed_headers(decision), b"")
+            status, answer_headers, body = core.error_response(decision)
+            if _nginx_mode(headers):
+                return nginx_denial(status, answer_headers, body)
+            return Answer(status, answer_headers, body)
+        finally:
+            core.finish(decision, decision.status)
+
+
+def allowed_headers(decision: Decision) -> Headers:
+    """`X-Gateway-*` and `X-Request-ID` for the upstream, RateLimit headers for the client."""
+    out: Headers = [
+        pair
+        for pair in decision.upstream_headers
+        if pair[0].startswith(_GATEWAY_PREFIX) or pair[0] == _REQUEST_ID
+    ]
+    seen = {name for name, _ in out}
+    out += [pair for pair in decision.client_headers if pair[0] not in seen]
+    return out
+
+
+def nginx_denial(status: int, headers: Headers, body: bytes) -> Answer:
+    """A denial as nginx's auth_request can pass it on: 403, the real one in headers.
+
+    The envelope is compact JSON with non-ASCII escaped, so it is a valid header value."""
+    out: Headers = [pair for pair in headers if pair[0] not in (b"content-type", b"content-length")]
+    out.append((STATUS_HEADER, str(status).encode()))
+    out.append((ERROR_HEADER, body))
+    return Answer(403, out, b"")
+
+
+def _nginx_mode(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == MODE_HEADER:
+            return value.strip().lower() == NGINX_MODE
+    return False
+
+
+def _is_token(value: bytes) -> bool:
+    return all(byte in _TOKEN for byte in value)
+
+
+def _path_of(target: bytes) -> bytes:
+    """The path of a request target or forwarded URI, without the query string."""
+    if not target.startswith(b"/"):
+        if b"://" in target:  # absolute form, or ingress-nginx's X-Original-URL
+            parts = urlsplit(target.decode("latin-1"))
+            return (parts.path or "/").encode("latin-1")
+        return b"/"
+    end = target.find(b"?")
+    if end >= 0:
+        target = target[:end]
+    end = target.find(b"#")
+    return target[:end] if end >= 0 else target

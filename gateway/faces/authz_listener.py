@@ -1,0 +1,331 @@
+"""The forward-auth listener: a small HTTP/1.1 server (asyncio.Protocol + httptools).
+
+Authz requests are tiny (a head, no body worth reading) and answered by the decision core
+alone, so this skips any framework: llhttp parses the head, `AuthzFace.check` decides,
+and the answer is written as one buffer. Keep-alive and pipelining (answers in order),
+and the SPEC §7 edge limits: a head over `max_header_bytes` or with more than
+`max_headers` fields → 431 and close; a head not complete within `header_timeout` → 408
+(a plain close when nothing arrived); an idle keep-alive connection closed after
+`keepalive_timeout`. A body, if a proxy sends one, is read and dropped (over
+`max_body_bytes` → 413 and close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import httptools
+
+from gateway.errors import GatewayError, error_body, new_request_id
+from gateway.faces.authz import Answer, AuthzFace
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_MAX_PIPELINED = 16  # queued requests before we stop reading from the connection
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeLimits:
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EdgeLimits:
+        server = settings.server
+        defaults = cls()
+        # The edge-limit settings of SPEC §7 (server.max_header_bytes...) as configured.
+        return cls(
+            max_header_bytes=getattr(server, "max_header_bytes", defaults.max_header_bytes),
+            max_headers=getattr(server, "max_headers", defaults.max_headers),
+            header_timeout=getattr(server, "header_timeout", defaults.header_timeout),
+            keepalive_timeout=getattr(server, "keepalive_timeout", defaults.keepalive_timeout),
+            max_body_bytes=server.max_body_bytes,
+        )
+
+
+class _Request:
+    __slots__ = ("headers", "keep_alive", "method", "target")
+    keep_alive: bool
+
+    def __init__(self, method: str, target: bytes, headers: list, keep_alive: bool) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.keep_alive = keep_alive
+
+
+class AuthzProtocol(asyncio.Protocol):
+    """One client connection of the authz listener."""
+
+    def __init__(self, face: AuthzFace, limits: EdgeLimits, server: AuthzServer) -> None:
+        self.face = face
+        self.limits = limits
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.client: tuple[str, int] | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[_Request] = deque()
+        self.busy = False
+        self.closing = False
+        self.paused = False
+        # The request being parsed.
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.in_head = False
+        self.body_bytes = 0
+        self.error: GatewayError | None = None
+        self.queued = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    # --- connection ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+        self.server.connections.add(self)
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self._disarm()
+        self.server.connections.discard(self)
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # An Upgrade request: answer its head, then close (nothing to switch to).
+            if not self.in_head and not self.queued:
+                self.on_message_complete()
+                if self.queue:
+                    self.queue[-1].keep_alive = False
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        except httptools.HttpParserError:
+            if self.error is None:
+                self.error = GatewayError(
+                    "INVALID_REQUEST",
+                    "The request is not valid HTTP/1.1.",
+                    {"field": "request", "reason": "malformed HTTP/1.1 request"},
+                )
+        if self.error is not None:
+            self.queue.clear()
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            if not self.busy:
+                self._fail()
+
+    # --- httptools callbacks -------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.body_bytes = 0
+        self.in_head = True
+        self.queued = False
+        if not self.busy:
+            self._arm(self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+        self._count(len(name) + len(value) + 4)
+        if len(self.headers) > self.limits.max_headers and self.error is None:
+            self.error = _too_large(self.limits, "fields")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > self.limits.max_body_bytes and self.error is None:
+            self.error = GatewayError("PAYLOAD_TOO_LARGE")
+
+    def on_message_complete(self) -> None:
+        self.queued = True
+        if self.error is not None:
+            return
+        if not self.busy:
+            self._disarm()
+        parser = self.parser
+        self.queue.append(
+            _Request(
+                parser.get_method().decode("latin-1"),
+                self.url,
+                self.headers,
+                parser.should_keep_alive() and not parser.should_upgrade(),
+            )
+        )
+        if not self.busy:
+            self._next()
+        elif len(self.queue) >= _MAX_PIPELINED and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _count(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > self.limits.max_header_bytes and self.error is None:
+            self.error = _too_large(self.limits, "bytes")
+
+    # --- answering -----------------------------------------------------------------------
+
+    def _next(self) -> None:
+        request = self.queue.popleft()
+        self.busy = True
+        if self.paused and len(self.queue) < _MAX_PIPELINED // 2:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        task = self.loop.create_task(self._answer(request))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _answer(self, request: _Request) -> None:
+        try:
+            answer = await self.face.check(
+                request.method, request.target, request.headers, self.client
+            )
+        except Exception:  # the core answers request problems itself; this is a bug
+            log.exception("authz listener: unexpected error")
+            error = GatewayError("INTERNAL_ERROR")
+            answer = Answer(500, [], error_body(error, new_request_id()))
+            answer.headers.append((b"content-type", b"application/json"))
+        self.busy = False
+        if self.closing:
+            return
+        keep_alive = request.keep_alive and not self.server.stopping and self.error is None
+        self._write(answer, keep_alive, head_only=request.method == "HEAD")
+        if self.error is not None:
+            self._fail()  # a later request on this connection broke a rule
+        elif not keep_alive:
+            self._close()
+        elif self.queue:
+            self._next()
+        else:
+            self._arm(self.limits.keepalive_timeout)
+
+    def _write(self, answer: Answer, keep_alive: bool, *, head_only: bool = False) -> None:
+        status = answer.status
+        parts = [
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
+        ]
+        for name, value in answer.headers:
+            if name != b"content-length":
+                parts.append(b"%s: %s\r\n" % (name, value))
+        parts.append(b"content-length: %d\r\n" % len(answer.body))
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if answer.body and not head_only:
+            parts.append(answer.body)
+        self.transport.write(b"".join(parts))  # type: ignore[union-attr]
+
+    def _fail(self) -> None:
+        """Answer `self.error` (bad framing, edge limits: never decided on), then close."""
+        if self.error is not None and self.transport is not None:
+            self._write(_error_answer(self.error), keep_alive=False)
+        self._close()
+
+    def _close(self) -> None:
+        self.closing = True
+        self._disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # --- timers --------------------------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(seconds, self._timeout)
+
+    def _disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timeout(self) -> None:
+        self.timer = None
+        if self.busy or self.closing:
+            return
+        if self.in_head:
+            self.error = GatewayError(
+                "REQUEST_TIMEOUT", "The request head did not arrive in time.", status=408
+            )
+            self._fail()
+        else:
+            self._close()  # idle keep-alive, or nothing ever arrived
+
+    def close_if_idle(self) -> None:
+        if not self.busy and not self.queue and not self.in_head:
+            self._close()
+
+
+def _too_large(limits: EdgeLimits, what: str) -> GatewayError:
+    limit = limits.max_header_bytes if what == "bytes" else limits.max_headers
+    return GatewayError(
+        "HEADERS_TOO_LARGE",
+        "The request head is too large.",
+        {"limit": limit},
+        status=431,
+    )
+
+
+def _error_answer(error: GatewayError) -> Answer:
+    body = error_body(error, new_request_id())
+    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+    headers += [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in error.headers.items()
+    ]
+    return Answer(error.status, headers, body)
+
+
+class AuthzServer:
+    """The authz listener on one socket: started, then stopped gracefully."""
+
+    def __init__(self, face: AuthzFace, limits: EdgeLimits) -> None:
+        self.face = face
+        self.limits = limits
+        self.connections: set[AuthzProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self, sock: object) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: AuthzProtocol(self.face, self.limits, self),
+            sock=sock,  # type: ignore[arg-type]
+        )
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let in-flight answers finish (up to `grace` s), close the rest."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=grace)
+        for conn in list(self.connections):
+            conn._close()
+        if self._server is not None:
+            await self._server.wait_closed()
