@@ -193,10 +193,12 @@ async def run_gateway(
     admin_sock: socket.socket,
     *,
     extra: Sequence[tuple[Any, socket.socket]] = (),
+    authz_sock: socket.socket | None = None,
     on_started: Callable[[Any], Awaitable[None]] | None = None,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Start the runtime, serve the proxy and admin listeners (and `extra` ones), stop."""
+    """Start the runtime, serve the proxy and admin listeners (and `extra` ones, and the
+    forward-auth listener on `authz_sock`), stop."""
     from gateway.admin.app import create_admin_app
     from gateway.middleware import GatewayMiddleware
     from gateway.pipeline.forward import UpstreamApp
@@ -204,6 +206,7 @@ async def run_gateway(
 
     runtime = Runtime(settings)
     upstream = UpstreamApp(settings)
+    authz_server = None
     with Shutdown().installed() as shutdown:
         try:
             await runtime.start()
@@ -214,11 +217,17 @@ async def run_gateway(
             admin = create_admin_app(runtime)
             listeners = [*extra, (proxy, proxy_sock), (admin, admin_sock)]
             if not shutdown.requested:  # a signal during startup: stop without serving
+                if authz_sock is not None:
+                    authz_server = authz_listener(settings, runtime)
+                    await authz_server.start(authz_sock)
                 await run_listeners(listeners, shutdown, on_ready=on_ready)
         finally:
+            if authz_server is not None:
+                await authz_server.stop(GRACE_SECONDS)
             await upstream.stop()
             await runtime.stop()  # flushes buffered usage
-            for sock in (proxy_sock, admin_sock, *(sock for _, sock in extra)):
+            socks = [proxy_sock, admin_sock, *(sock for _, sock in extra)]
+            for sock in [*socks, authz_sock] if authz_sock is not None else socks:
                 sock.close()
     log.info("gateway stopped")
 
@@ -234,7 +243,8 @@ def _run(main: Awaitable[None]) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Run the proxy and admin listeners until SIGTERM/SIGINT (blocking)."""
+    """Run the proxy and admin listeners (and server.authz_listen, if set) until
+    SIGTERM/SIGINT (blocking)."""
     if not settings.upstream.url:
         raise ConfigError(
             "upstream.url is not set: pass --upstream URL, set url in the [upstream] section "
@@ -242,21 +252,30 @@ def serve(settings: Settings) -> None:
         )
     configure_logging()
     proxy_sock = bind(settings.server.listen, "proxy listener (server.listen)")
+    socks = [proxy_sock]
     try:
         admin_sock = bind(settings.server.admin_listen, "admin listener (server.admin_listen)")
+        socks.append(admin_sock)
+        authz_sock = None
+        if settings.server.authz_listen:
+            authz_sock = bind(
+                settings.server.authz_listen, "forward-auth listener (server.authz_listen)"
+            )
     except OSError:
-        proxy_sock.close()
+        for sock in socks:
+            sock.close()
         raise
 
     def ready() -> None:
         log.info(
-            "gateway listening: proxy http://%s -> %s, admin http://%s",
+            "gateway listening: proxy http://%s -> %s, admin http://%s%s",
             address_of(proxy_sock),
             settings.upstream.url,
             address_of(admin_sock),
+            f", forward auth http://{address_of(authz_sock)}" if authz_sock else "",
         )
 
-    _run(run_gateway(settings, proxy_sock, admin_sock, on_ready=ready))
+    _run(run_gateway(settings, proxy_sock, admin_sock, authz_sock=authz_sock, on_ready=ready))
 
 
 # --- gateway authz ---------------------------------------------------------------------
@@ -280,15 +299,13 @@ async def run_authz(
     settings: Settings, sock: socket.socket, *, on_ready: Callable[[], None] | None = None
 ) -> None:
     """Start the decision core, answer forward-auth requests until a signal, stop."""
-    from gateway.faces.authz import AuthzFace
-    from gateway.faces.authz_listener import AuthzServer, EdgeLimits
-    from gateway.pipeline.core import DecisionCore
+    from gateway.runtime import Runtime
 
-    core = DecisionCore.for_listener(settings, "authz")
+    runtime = Runtime(settings)
     with Shutdown().installed() as shutdown:
         try:
-            await core.start()
-            server = AuthzServer(AuthzFace(core), EdgeLimits.from_settings(settings))
+            await runtime.start()
+            server = authz_listener(settings, runtime)
             if not shutdown.requested:
                 await server.start(sock)
                 if on_ready is not None:
@@ -297,9 +314,19 @@ async def run_authz(
                 await shutdown.event.wait()
                 await server.stop(GRACE_SECONDS)
         finally:
-            await core.stop()  # flushes buffered usage
+            await runtime.stop()  # flushes buffered usage
             sock.close()
     log.info("gateway authz stopped")
+
+
+def authz_listener(settings: Settings, runtime: Any) -> Any:
+    """The forward-auth listener (not yet serving) on the process's shared resources."""
+    from gateway.faces.authz import AuthzFace
+    from gateway.faces.authz_listener import AuthzServer, EdgeLimits
+    from gateway.pipeline.core import DecisionCore
+
+    core = DecisionCore.for_listener(settings, "authz", runtime=runtime)
+    return AuthzServer(AuthzFace(core), EdgeLimits.from_settings(settings))
 
 
 # --- gateway demo ----------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
+from gateway.errors import GatewayError, invalid_request
 from gateway.pipeline.clientip import ClientIP
 from gateway.pipeline.core import Decision, DecisionCore, RequestHead
 from gateway.settings import Settings
@@ -36,11 +37,9 @@ STATUS_HEADER = b"x-gateway-status"
 ERROR_HEADER = b"x-gateway-error"
 
 _METHOD_HEADERS = (b"x-forwarded-method", b"x-original-method")
-# In order of preference (the first one present counts).
 _URI_HEADERS = (b"x-forwarded-uri", b"x-original-uri", b"x-original-url")
-_FORWARDED = frozenset((*_METHOD_HEADERS, *_URI_HEADERS))
-_REQUEST_ID = b"x-request-id"
-_GATEWAY_PREFIX = b"x-gateway-"
+_KEY_ID = b"x-gateway-key-id"
+_KEY_SCOPE = b"x-gateway-key-scope"
 # A method is an HTTP token; anything else in a forwarded header is not believed.
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -70,19 +69,31 @@ class OriginalRequest:
         """The original request's method, decoded path and raw path (no query).
 
         `method` and `target` are the authz request's own; the forwarded headers count
-        only when the peer is a trusted proxy (a spoofed one changes nothing)."""
+        only when the peer is a trusted proxy (a spoofed one changes nothing). Raises
+        400 INVALID_REQUEST when they name two different requests."""
         if peer is not None and self.client_ip.networks and self.client_ip.is_trusted(peer):
-            found: dict[bytes, bytes] = {}
+            uris: set[bytes] = set()
+            methods: set[bytes] = set()
             for name, value in headers:
-                if name in _FORWARDED and name not in found:
-                    found[name] = value
-            uri = next((found[name] for name in _URI_HEADERS if name in found), None)
-            if uri is not None:
-                forwarded = next((found[n] for n in _METHOD_HEADERS if n in found), b"")
-                forwarded = forwarded.strip().upper()
+                if name in _URI_HEADERS:
+                    uris.add(_target_of(value.strip()))
+                elif name in _METHOD_HEADERS:
+                    methods.add(value.strip().upper())
+            if uris:
+                # Two different answers to "which request?" (e.g. a client's own
+                # X-Forwarded-Uri next to nginx's X-Original-URI): believe neither.
+                if len(uris) > 1:
+                    raise invalid_request(
+                        "X-Forwarded-Uri", "the request names different original URIs"
+                    )
+                if len(methods) > 1:
+                    raise invalid_request(
+                        "X-Forwarded-Method", "the request names different original methods"
+                    )
+                forwarded = methods.pop() if methods else b""
                 if forwarded and _is_token(forwarded):
                     method = forwarded.decode("ascii")
-                raw = _path_of(uri.strip())
+                raw = _path_of(uris.pop())
                 return method, unquote(raw.decode("latin-1")), raw
         raw = _path_of(target)
         prefix = self.path_prefix
@@ -108,11 +119,17 @@ class AuthzFace:
         client: tuple[str, int] | None,
     ) -> Answer:
         """Decide on the request the proxy describes; answer as SPEC §15 says."""
-        orig_method, path, raw_path = self.original(
-            method, target, headers, client[0] if client else None
-        )
         core = self.core
-        decision = await core.decide(RequestHead(orig_method, path, headers, client, raw_path))
+        try:
+            orig_method, path, raw_path = self.original(
+                method, target, headers, client[0] if client else None
+            )
+        except GatewayError as error:
+            decision = await core.decide(RequestHead(method, "/", headers, client), public=True)
+            decision.allowed, decision.status, decision.error = False, error.status, error
+        else:
+            head = RequestHead(orig_method, path, headers, client, raw_path)
+            decision = await core.decide(head)
         try:
             if decision.allowed:
                 return Answer(200, allowed_headers(decision), b"")
@@ -125,15 +142,17 @@ class AuthzFace:
 
 
 def allowed_headers(decision: Decision) -> Headers:
-    """`X-Gateway-*` and `X-Request-ID` for the upstream, RateLimit headers for the client."""
-    out: Headers = [
-        pair
-        for pair in decision.upstream_headers
-        if pair[0].startswith(_GATEWAY_PREFIX) or pair[0] == _REQUEST_ID
+    """X-Gateway-Key-Id/-Scope for the upstream; X-Request-ID for both; RateLimit headers
+    for the client. (Not `decision.upstream_headers`: the X-Forwarded-* it also builds are
+    the front proxy's business.)"""
+    key = decision.key
+    if key is None:  # a public route
+        return decision.client_headers
+    return [
+        (_KEY_ID, key.id.encode()),
+        (_KEY_SCOPE, key.scope.value.encode()),
+        *decision.client_headers,  # x-request-id first, then the RateLimit headers
     ]
-    seen = {name for name, _ in out}
-    out += [pair for pair in decision.client_headers if pair[0] not in seen]
-    return out
 
 
 def nginx_denial(status: int, headers: Headers, body: bytes) -> Answer:
@@ -157,10 +176,19 @@ def _is_token(value: bytes) -> bool:
     return all(byte in _TOKEN for byte in value)
 
 
+def _target_of(uri: bytes) -> bytes:
+    """Path and query of a forwarded URI; ingress-nginx's X-Original-URL is a whole URL."""
+    if b"://" in uri and not uri.startswith(b"/"):
+        parts = urlsplit(uri.decode("latin-1"))
+        target = parts.path or "/"
+        return (target + "?" + parts.query if parts.query else target).encode("latin-1")
+    return uri
+
+
 def _path_of(target: bytes) -> bytes:
     """The path of a request target or forwarded URI, without the query string."""
     if not target.startswith(b"/"):
-        if b"://" in target:  # absolute form, or ingress-nginx's X-Original-URL
+        if b"://" in target:  # absolute form
             parts = urlsplit(target.decode("latin-1"))
             return (parts.path or "/").encode("latin-1")
         return b"/"

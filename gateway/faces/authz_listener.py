@@ -41,13 +41,11 @@ class EdgeLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> EdgeLimits:
         server = settings.server
-        defaults = cls()
-        # The edge-limit settings of SPEC §7 (server.max_header_bytes...) as configured.
         return cls(
-            max_header_bytes=getattr(server, "max_header_bytes", defaults.max_header_bytes),
-            max_headers=getattr(server, "max_headers", defaults.max_headers),
-            header_timeout=getattr(server, "header_timeout", defaults.header_timeout),
-            keepalive_timeout=getattr(server, "keepalive_timeout", defaults.keepalive_timeout),
+            max_header_bytes=server.max_header_bytes,
+            max_headers=server.max_headers,
+            header_timeout=server.header_timeout,
+            keepalive_timeout=server.keepalive_timeout,
             max_body_bytes=server.max_body_bytes,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.errors import GatewayError
 from gateway.faces.authz import OriginalRequest
 from gateway.settings import load_settings
 
@@ -44,9 +45,31 @@ def test_ingress_nginx_original_url() -> None:
     assert found == ("PUT", "/v1/x", b"/v1/x")
 
 
-def test_forwarded_uri_wins_over_original_uri() -> None:
-    found = original({"X-Original-URI": "/second", "X-Forwarded-Uri": "/first"})
-    assert found[1] == "/first"
+def test_the_same_uri_twice_is_fine() -> None:
+    headers = {"X-Original-URI": "/x?a=1", "X-Forwarded-Uri": "/x?a=1", "X-Original-Method": "GET"}
+    assert original(headers)[1] == "/x"
+    both = {"X-Original-URI": "/v1/x?y", "X-Original-URL": "http://h/v1/x?y"}
+    assert original(both)[1] == "/v1/x"
+
+
+@pytest.mark.parametrize(
+    ("headers", "field"),
+    [
+        # A client's own X-Forwarded-Uri next to the X-Original-URI nginx sets.
+        ({"X-Original-URI": "/private", "X-Forwarded-Uri": "/public"}, "X-Forwarded-Uri"),
+        ({"X-Original-URI": "/x?a", "X-Original-URL": "http://h/x?b"}, "X-Forwarded-Uri"),
+        (
+            {"X-Forwarded-Uri": "/x", "X-Forwarded-Method": "GET", "X-Original-Method": "POST"},
+            "X-Forwarded-Method",
+        ),
+    ],
+)
+def test_two_different_original_requests_are_refused(headers: dict[str, str], field: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        original(headers)
+    assert caught.value.status == 400
+    assert caught.value.code == "INVALID_REQUEST"
+    assert caught.value.details["field"] == field
 
 
 def test_without_a_forwarded_method_the_own_method_counts() -> None:
@@ -91,7 +114,7 @@ def test_path_prefix_setting_is_validated() -> None:
     from gateway.settings import ConfigError
 
     assert load_settings(None, authz={"path_prefix": "/authz/"}).authz.path_prefix == "/authz"
-    with pytest.raises(ConfigError, match="authz.path_prefix"):
+    with pytest.raises(ConfigError, match=r"authz\.path_prefix"):
         load_settings(None, authz={"path_prefix": "authz"})
-    with pytest.raises(ConfigError, match="server.authz_listen"):
+    with pytest.raises(ConfigError, match=r"server\.authz_listen"):
         load_settings(None, server={"authz_listen": "nope"})
