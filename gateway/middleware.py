@@ -109,6 +109,7 @@ class GatewayMiddleware:
         )
         scope["gateway.request_id"] = decision.request_id
         scope["gateway.client_ip"] = decision.client_ip
+        scope["gateway.decision"] = decision  # the proxy's forwarding reads upstream_headers
         status = decision.status
         outcome: str | None = None
         try:

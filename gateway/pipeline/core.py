@@ -366,19 +366,25 @@ def render_error(
     request_id: str | None = None,
     *,
     error: GatewayError | None = None,
+    headers: Sequence[Header] | None = None,
 ) -> tuple[int, list[Header], bytes]:
-    """`DecisionCore.error_response`, for callers without a core at hand."""
+    """`DecisionCore.error_response`, for callers without a core at hand.
+
+    `headers` replaces the client headers added (default: the decision's, or just
+    X-Request-ID), for an app whose middleware adds them itself."""
     if isinstance(decision_or_error, Decision):
         decision = decision_or_error
         error = error or decision.error or GatewayError("INTERNAL_ERROR")
         request_id = decision.request_id
-        extra: list[Header] = decision.client_headers
+        extra: Sequence[Header] = decision.client_headers
     else:
         error = decision_or_error
         request_id = request_id or accept_request_id(None)
         extra = [(REQUEST_ID, request_id.encode())]
+    if headers is not None:
+        extra = headers
     body = error_body(error, request_id)
-    headers = [
+    rendered = [
         (b"content-type", b"application/json"),
         (b"content-length", b"%d" % len(body)),
         (b"cache-control", b"no-store"),
@@ -386,9 +392,9 @@ def render_error(
     ]
     for name, value in error.headers.items():
         pair = (name.lower().encode("latin-1"), value.encode("latin-1"))
-        if pair not in headers:
-            headers.append(pair)
-    return error.status, headers, body
+        if pair not in rendered:
+            rendered.append(pair)
+    return error.status, rendered, body
 
 
 def _check_admin(key: ApiKey) -> None:

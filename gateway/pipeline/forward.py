@@ -1,8 +1,9 @@
 """Forward an allowed request to the upstream: the proxy's last stage (SPEC §7).
 
 `UpstreamApp` is a plain ASGI app; the proxy is `GatewayMiddleware(UpstreamApp(settings))`.
-It reads what the middleware decided from the scope (`gateway.key`, `gateway.request_id`,
-`gateway.client_ip`) and streams the request to `upstream.url` + path and the answer back.
+It reads what the decision core decided from the scope (`gateway.decision`: the headers
+SPEC §7 adds, `gateway.request_id`) and streams the request to `upstream.url` + path and
+the answer back.
 
 The client is aiohttp, chosen by measurement on this kind of machine against a local nginx
 (see BENCHMARKS.md): sequential GETs httpx 0.28 ≈ 600/s vs aiohttp ≈ 2,700/s; 32 concurrent
@@ -25,8 +26,8 @@ import aiohttp
 from yarl import URL
 
 from gateway import metrics
-from gateway.errors import GatewayError, error_body, invalid_request
-from gateway.pipeline.clientip import ClientIP
+from gateway.errors import GatewayError, invalid_request
+from gateway.pipeline.core import render_error, send_response
 from gateway.pipeline.identify import key_header_names
 from gateway.settings import Settings
 
@@ -98,7 +99,6 @@ class UpstreamApp:
         self.base = url.rstrip("/")
         self.host = parts.netloc.rsplit("@", 1)[-1].encode("latin-1")
         self.removed = HOP_BY_HOP | ADDED | frozenset(key_header_names(settings.auth.headers))
-        self.client_ip = ClientIP(settings.server.trusted_proxies)
         self.max_body = settings.server.max_body_bytes
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -168,13 +168,13 @@ class UpstreamApp:
         request_id: str = scope.get("gateway.request_id") or ""
         headers, content_length = self._upstream_headers(scope)
         if content_length is not None and content_length > self.max_body:
-            await _send_error(send, GatewayError("PAYLOAD_TOO_LARGE"), request_id, scope)
+            await _send_error(send, GatewayError("PAYLOAD_TOO_LARGE"), request_id)
             return
         body = _RequestBody(receive, self.max_body)
         try:
             data = await body.payload(scope["method"], content_length)
         except _BodyTooLarge:
-            await _send_error(send, GatewayError("PAYLOAD_TOO_LARGE"), request_id, scope)
+            await _send_error(send, GatewayError("PAYLOAD_TOO_LARGE"), request_id)
             return
         if body.client_gone:
             return
@@ -183,7 +183,7 @@ class UpstreamApp:
             # The asterisk form (`OPTIONS *`) and absolute forms cannot be forwarded to
             # upstream.url + path; refuse them plainly instead of as an upstream failure.
             error = invalid_request("path", "must be an absolute path starting with '/'")
-            await _send_error(send, error, request_id, scope)
+            await _send_error(send, error, request_id)
             return
         target = self.base + raw_path.decode("latin-1")
         if scope.get("query_string"):
@@ -204,7 +204,7 @@ class UpstreamApp:
         except Exception as exc:
             error = self._failure(exc, body, scope)
             if error is not None:
-                await _send_error(send, error, request_id, scope)
+                await _send_error(send, error, request_id)
             return
         metrics.TALLY.upstream(time.perf_counter() - started)  # no lock per request
         # The request body may still be streaming while the answer comes back: if it then
@@ -228,51 +228,24 @@ class UpstreamApp:
             removed = removed | nominated
         out: list[tuple[str, str]] = []
         content_length: int | None = None
-        client_xff: list[bytes] = []
-        client_proto = client_fwd_host = None
-        host = b""
         for name, value in raw:
             if name == b"content-length":
                 try:
                     content_length = int(value)
                 except ValueError:
                     content_length = None
-            elif name == b"host":
-                host = value
-            elif name == b"x-forwarded-for":
-                client_xff.append(value)
-            elif name == b"x-forwarded-proto":
-                client_proto = value
-            elif name == b"x-forwarded-host":
-                client_fwd_host = value
             if name in removed or name.startswith(GATEWAY_PREFIX):
                 continue
             out.append((name.decode("latin-1"), value.decode("latin-1")))
 
-        peer = scope["client"][0] if scope.get("client") else ""
-        # Only a trusted proxy's X-Forwarded-* is believed and kept; anyone else's is
-        # replaced, so a client cannot make the upstream see a made-up address or host.
-        trusted = (client_xff or client_proto or client_fwd_host) and self.client_ip.is_trusted(
-            peer
-        )
-        if trusted and client_xff:
-            xff = b", ".join(client_xff).decode("latin-1") + ", " + peer
-        else:
-            xff = peer
-        proto = client_proto if trusted and client_proto else scope.get("scheme", "http").encode()
-        fwd_host = client_fwd_host if trusted and client_fwd_host else host
-
-        key = scope.get("gateway.key")  # {"id", "name", "scope", "sites"}; None on public routes
-        if key:
-            out.append(("X-Gateway-Key-Id", key["id"]))
-            out.append(("X-Gateway-Key-Scope", key["scope"]))
         out.append(("Host", self.host.decode("latin-1")))
-        out.append(("X-Request-ID", scope.get("gateway.request_id") or ""))
-        if xff:
-            out.append(("X-Forwarded-For", xff))
-        out.append(("X-Forwarded-Proto", proto.decode("latin-1")))
-        if fwd_host:
-            out.append(("X-Forwarded-Host", fwd_host.decode("latin-1")))
+        # X-Gateway-Key-*, X-Request-ID and X-Forwarded-*: what the decision core decided
+        # (it alone judges which peers are trusted proxies).
+        decision = scope.get("gateway.decision")
+        if decision is not None:
+            out += [
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in decision.upstream_headers
+            ]
         return out, content_length
 
     def _failure(self, exc: Exception, body: _RequestBody, scope: Scope) -> GatewayError | None:
@@ -452,13 +425,6 @@ def _response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
     return [(name, value) for low, name, value in lowered if low not in dropped]
 
 
-async def _send_error(send: Any, error: GatewayError, request_id: str, scope: Scope) -> None:
-    scope["gateway.outcome"] = error.code.lower()
-    body = error_body(error, request_id)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    headers.extend((k.lower().encode(), v.encode()) for k, v in error.headers.items())
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+async def _send_error(send: Any, error: GatewayError, request_id: str) -> None:
+    # The middleware around us adds X-Request-ID and the RateLimit headers to every answer.
+    await send_response(send, render_error(error, request_id, headers=()))

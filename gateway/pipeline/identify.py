@@ -201,12 +201,12 @@ class FailedAttempts:
         outcome = self.counters.acquire(ip, self.policy, int(self.clock() * 1000), hit=False)
         if outcome.admitted:
             return
-        from gateway.pipeline.ratelimit import retry_after
+        from gateway.pipeline.ratelimit import retry_after, seconds_text
 
         seconds = retry_after(outcome)
         raise GatewayError(
             "TOO_MANY_FAILED_ATTEMPTS",
-            f"Too many failed authentication attempts. Retry after {seconds} seconds.",
+            f"Too many failed authentication attempts. Retry after {seconds_text(seconds)}.",
             {"retryAfter": seconds},
             headers={"Retry-After": str(seconds)},
         )

@@ -115,6 +115,11 @@ def _ceil_seconds(ms: int) -> int:
     return -(-ms // 1000)
 
 
+def seconds_text(seconds: int) -> str:
+    """ "1 second", "2 seconds": for the Retry after … of error messages."""
+    return f"{seconds} second" if seconds == 1 else f"{seconds} seconds"
+
+
 def retry_after(outcome: Outcome) -> int:
     """Whole seconds until every rejecting limit admits again: rounded up, at least 1."""
     wait = max((reset for admits, _, reset in outcome.states if not admits), default=0)
@@ -580,7 +585,7 @@ class RateLimiter:
         extra["Retry-After"] = str(seconds)
         return GatewayError(
             "RATE_LIMITED",
-            f"Rate limit exceeded ({blocking}). Retry after {seconds} seconds.",
+            f"Rate limit exceeded ({blocking}). Retry after {seconds_text(seconds)}.",
             {"limit": blocking, "retryAfter": seconds},
             headers=extra,
         )

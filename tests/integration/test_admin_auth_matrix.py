@@ -7,6 +7,7 @@ Only an active, unexpired `admin` key gets past the door; everyone else gets the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -188,3 +189,37 @@ async def test_failed_attempts_are_throttled_per_ip_before_any_lookup(store_url:
             assert error["details"]["retryAfter"] == int(response.headers["retry-after"])
         # Public routes are not behind the door.
         assert (await admin.client.get("/healthz")).status_code == 200
+
+
+async def test_proxy_traffic_cannot_lock_administrators_out(store_url: str) -> None:
+    """SPEC §4: the admin listener keeps its own failed-attempt counter, though it shares
+    the runtime (store, key cache) with the proxy listener of the same process."""
+    import httpx
+
+    from gateway import GatewayMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async with running_admin(store_url, auth={"failed_attempts_limit": "2/minute"}) as admin:
+        proxy = GatewayMiddleware(app, runtime=admin.runtime)
+        transport = httpx.ASGITransport(proxy)
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test") as client:
+            for _ in range(2):
+                response = await client.get("/x", headers={"X-API-Key": "gw_bad"})
+                assert_error(response, 401, "INVALID_API_KEY")
+            # the same client IP is now refused by the proxy, even with a good key ...
+            response = await client.get("/x", headers={"X-API-Key": admin.secret})
+            assert_error(response, 429, "TOO_MANY_FAILED_ATTEMPTS")
+        # ... but the admin API still answers it
+        assert (await admin.client.get("/v1/keys")).status_code == 200
+        # and the admin listener's own counter works the same way
+        for _ in range(2):
+            bad = await admin.client.get("/v1/keys", headers={"X-API-Key": "gw_bad"})
+            assert_error(bad, 401, "INVALID_API_KEY")
+        locked = await admin.client.get("/v1/keys")
+        error = assert_error(locked, 429, "TOO_MANY_FAILED_ATTEMPTS")
+        seconds = int(locked.headers["retry-after"])
+        unit = "second" if seconds == 1 else "seconds"
+        assert error["message"].endswith(f"Retry after {seconds} {unit}.")

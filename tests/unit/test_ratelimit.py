@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.errors import GatewayError
@@ -136,3 +138,20 @@ def test_failed_attempts_throttle() -> None:
     # both failures are in this window: free again just after it ends
     assert caught.value.headers["Retry-After"] == "61"
     throttle.check("5.6.7.8")  # another IP is not affected
+
+
+@pytest.mark.parametrize(("limit", "text"), [("1/second", "1 second"), ("1/minute", "60 seconds")])
+def test_retry_after_says_second_or_seconds(limit: str, text: str) -> None:
+    clock = Clock(120.0)
+    limiter = RateLimiter(default=limit, strategy="fixed-window", clock=clock)
+    asyncio.run(limiter.check("key_1", None))
+    with pytest.raises(GatewayError) as caught:
+        asyncio.run(limiter.check("key_1", None))
+    assert caught.value.message.endswith(f"Retry after {text}.")
+    throttle = FailedAttempts(limit, clock=clock)
+    throttle.failed("1.2.3.4")
+    with pytest.raises(GatewayError) as caught:
+        throttle.check("1.2.3.4")
+    seconds = int(caught.value.headers["Retry-After"])
+    unit = "second" if seconds == 1 else "seconds"
+    assert caught.value.message.endswith(f"Retry after {seconds} {unit}.")
