@@ -151,9 +151,15 @@ class StorageSettings(_Section):
 
             sqlite_path(value)
             return value
-        if value.startswith(("redis://", "rediss://", "unix://")):
+        if value.startswith(("redis://", "rediss://", "unix://", "redis+")):
+            from gateway.store.redis_topology import parse_redis_url
+
+            parse_redis_url(value)
             return value
-        raise ValueError("must be sqlite:///path.db or redis://host:port/db")
+        raise ValueError(
+            "must be sqlite:///path.db or redis://host:port/db (or "
+            "redis+sentinel://host:port/service_name, redis+cluster://host:port,host:port)"
+        )
 
 
 class KeysSettings(_Section):
@@ -218,11 +224,17 @@ class RateLimitSettings(_Section):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(
-            ("memory://", "redis://", "rediss://", "unix://")
-        ):
-            raise ValueError("must be memory:// or redis://host:port/db")
-        return value
+        if value is None or value.startswith("memory://"):
+            return value
+        if value.startswith(("redis://", "rediss://", "unix://", "redis+")):
+            from gateway.store.redis_topology import parse_redis_url
+
+            parse_redis_url(value)
+            return value
+        raise ValueError(
+            "must be memory:// or redis://host:port/db (or "
+            "redis+sentinel://host:port/service_name, redis+cluster://host:port,host:port)"
+        )
 
 
 class UsageSettings(_Section):

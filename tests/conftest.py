@@ -80,3 +80,43 @@ async def service(store_url: str) -> AsyncIterator:
 
     async with key_service(load_settings(storage={"url": store_url})) as svc:
         yield svc
+
+
+# --- bigger Redis topologies (SPEC §13): started once per session when a test asks ---------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real 3-master Redis Cluster on free loopback ports (tests/redis_topologies.py)."""
+    from tests.redis_topologies import RedisCluster3
+
+    need("redis-server", shutil.which("redis-server"))
+    need("redis-cli", shutil.which("redis-cli"))
+    cluster = RedisCluster3(tmp_path_factory.mktemp("cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real master + replica + sentinel (service `gw-master`); tests that fail it over
+    start their own with `SentinelSetup`."""
+    from tests.redis_topologies import SentinelSetup
+
+    need("redis-server", shutil.which("redis-server"))
+    need("redis-cli", shutil.which("redis-cli"))
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel")).start()
+    try:
+        yield setup
+    finally:
+        setup.stop()
+
+
+@pytest.fixture(params=["cluster", "sentinel"])
+def topology_url(request: pytest.FixtureRequest) -> str:
+    """An empty redis+cluster:// or redis+sentinel:// store for one test."""
+    setup = request.getfixturevalue("redis_" + request.param)
+    setup.flush()
+    return setup.url

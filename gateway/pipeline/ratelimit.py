@@ -413,9 +413,11 @@ def redis_storage(url: str) -> Any:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    uri = "async+redis+" + url if url.startswith("unix://") else "async+" + url
+    from gateway.store.redis_topology import limits_uri
+
+    # redis+sentinel:// and redis+cluster:// are `limits`' own forms.
     return storage_from_string(
-        uri,
+        limits_uri(url),
         implementation="redispy",
         socket_timeout=REDIS_TIMEOUT,
         socket_connect_timeout=REDIS_TIMEOUT,
@@ -435,6 +437,18 @@ class RedisCounters:
         self.key_prefix = key_prefix
         self._suffix = ":" + _SHORT[strategy]
         self._args: dict[str, list[Any]] = {}
+        # redis-py's Cluster client breaks connections when many first calls discover
+        # the cluster at once: the first call does it alone.
+        self._discover: asyncio.Lock | None = None
+        if hasattr(self.client, "nodes_manager"):
+            self._discover = asyncio.Lock()
+
+    async def _discover_cluster(self) -> None:
+        assert self._discover is not None
+        async with self._discover:
+            if self._discover is not None:
+                await self.client.initialize()
+                self._discover = None
 
     async def acquire(self, subject: str, policy: Policy, now_ms: int | None) -> Outcome:
         # `{subject}` is a hash tag: all of a key's counters live in one cluster slot.
@@ -449,6 +463,8 @@ class RedisCounters:
         if now_ms is not None:
             args = [self.strategy, now_ms, *args[2:]]
         async with asyncio.timeout(REDIS_TIMEOUT * 2):
+            if self._discover is not None:
+                await self._discover_cluster()
             reply = await self.script(keys=keys, args=args)
         values = [int(v) for v in reply]
         states = tuple(

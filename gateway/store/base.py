@@ -239,13 +239,16 @@ class StoreOptions:
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:
-    """The store for `url`: `sqlite:///path.db` or `redis://host:port/db`. Not yet opened."""
+    """The store for `url`: `sqlite:///path.db`, `redis://host:port/db`, `redis+sentinel://`
+    or `redis+cluster://` (see store/redis_topology.py). Not yet opened."""
     options = options or StoreOptions()
     if url.startswith("sqlite://"):
         from gateway.store.sqlite import SqliteStore
 
         return SqliteStore(url, options)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(
+        ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+    ):
         from gateway.store.redis import RedisStore
 
         return RedisStore(url, options)

@@ -18,11 +18,14 @@ record: the WATCH makes the rule check in `mutate` and the write one atomic step
 script lets the sequence numbers and the digest set be read at execution time, so audit
 order is commit order and a rotate swaps old and new digest with no gap and no overlap.
 Readers that need several keys at once (digest lookup, key list) are scripts too: one
-round trip, one consistent snapshot. Scripts name keys from the namespace, so this store
-needs a single Redis (not Cluster).
+round trip, one consistent snapshot. Scripts name keys from the namespace, so every key
+the store has must live on one server: on a Redis Cluster the namespace is the hash tag
+`{gateway}` (one slot; `ClusterSlot` talks to its master), on Sentinel it is unchanged.
 
 Changes are numbered by `gateway:changes` and published on `gateway:<db>:changes` as
-"<origin> <key id> <number>". A background task (started by the first `add_listener`)
+"<origin> <key id> <number>" (on a Cluster with Redis 7+ `SPUBLISH` on
+`{gateway}:0:changes`, sharded pub/sub: only the slot's shard carries it, rather than
+every node of the cluster). A background task (started by the first `add_listener`)
 keeps a subscription, reconnecting with backoff; each time a subscription is established
 it reports ALL_KEYS, since anything may have changed while it was not listening.
 A store with listeners (a running gateway) records the last change it has applied in
@@ -74,6 +77,7 @@ from gateway.store.presence import (
     GatewayPresence,
     process_label,
 )
+from gateway.store.redis_topology import ClusterSlot, connect, parse_redis_url
 
 log = logging.getLogger("gateway.store")
 
@@ -83,7 +87,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.05, 2.0  # pub/sub reconnect delays, seconds
 PING_EVERY = 5.0  # seconds of silence on the subscription before checking it is alive
 
 # ARGV: ns, id, op (insert|update|delete), status, record, new_digest, retire (0|1),
-# grace_until (ISO or ""), audit JSON (or ""), channel, message.
+# grace_until (ISO or ""), audit JSON (or ""), channel, message, PUBLISH|SPUBLISH.
 APPLY = """
 local ns, id, op = ARGV[1], ARGV[2], ARGV[3]
 local status, record, new_digest = ARGV[4], ARGV[5], ARGV[6]
@@ -137,7 +141,7 @@ if audit ~= '' then
   redis.call('ZADD', ns .. ':audit:' .. id, seq, member)
 end
 local change = redis.call('INCR', ns .. ':changes')
-redis.call('PUBLISH', ARGV[10], ARGV[11] .. ' ' .. change)
+redis.call(ARGV[12], ARGV[10], ARGV[11] .. ' ' .. change)
 return change
 """
 
@@ -225,11 +229,18 @@ class RedisStore:
     def __init__(self, url: str, options: StoreOptions | None = None) -> None:
         # `url` is shown in messages, so it never carries the password.
         self.url = redact_url(url)
-        self._dsn = url
         self.options = options or StoreOptions()
-        self.ns = NAMESPACE
+        try:
+            self._target = parse_redis_url(url)
+        except ValueError as exc:
+            raise StoreError(f"redis: bad URL {self.url} ({exc})") from None
+        cluster = self._target.kind == "cluster"
+        # One hash tag for everything on a Cluster: every script stays on one slot.
+        self.ns = "{" + NAMESPACE + "}" if cluster else NAMESPACE
         self._client: Redis | None = None
+        self._slot: ClusterSlot | None = None
         self._channel = ""
+        self._publish = "PUBLISH"
         self._origin = secrets.token_hex(8)
         self._feed = ChangeFeed()
         self._listener: asyncio.Task[None] | None = None
@@ -247,22 +258,39 @@ class RedisStore:
         if self._client is not None:
             return
         timeout = self.options.timeout
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # No silent retries: a retried write could apply twice, and the caller's
+            # timeout must hold.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self._target.kind == "cluster":
+            await self._open_cluster(options)
+            return
         try:
-            client = Redis.from_url(
-                self._dsn,
-                decode_responses=True,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                # No silent retries: a retried write could apply twice, and the caller's
-                # timeout must hold.
-                retry=Retry(NoBackoff(), 0),
-            )
+            client = connect(self._target, **options)
         except ValueError as exc:
             raise StoreError(f"redis: bad URL {self.url} ({exc})") from None
-        db = client.connection_pool.connection_kwargs.get("db", 0)
+        db = client.connection_pool.connection_kwargs.get("db", self._target.db)
         # Pub/sub channels are not per database: the channel names the database.
         self._channel = f"{self.ns}:{db}:changes"
         self._client = client
+
+    async def _open_cluster(self, options: dict[str, Any]) -> None:
+        slot = ClusterSlot(self._target, self.ns, **options)
+        try:
+            async with asyncio.timeout(max(self.options.timeout * 4, 1.0)):
+                version = await slot.info_version()
+        except (RedisError, OSError) as exc:
+            await slot.aclose()
+            raise StoreError(f"redis cluster {self.url}: {exc or type(exc).__name__}") from None
+        self._channel = f"{self.ns}:0:changes"  # in the store's slot
+        # Sharded pub/sub (Redis 7+): the message stays on the slot's shard.
+        self._publish = "SPUBLISH" if version >= (7, 0) else "PUBLISH"
+        self._slot = slot
+        self._client = await slot.client()
 
     async def close(self) -> None:
         self._closing = True  # the feed's loops stop even if every cancel were swallowed
@@ -287,10 +315,22 @@ class RedisStore:
                 async with self._guard("unregister") as client:
                     await client.delete(self._k("gateway", self._origin))
                     await client.srem(self._k("gateways"), self._origin)
+        if self._slot is not None:
+            slot, self._slot, self._client = self._slot, None, None
+            await slot.aclose()
         if self._client is not None:
             client, self._client = self._client, None
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+    async def _current(self) -> Redis:
+        """The client to use now (on a Cluster: the store slot's master, looked up again
+        after a failure)."""
+        if self._slot is not None:
+            self._client = await self._slot.client()
+        if self._client is None:
+            raise StoreError("the store is not open")
+        return self._client
 
     @contextlib.asynccontextmanager
     async def _guard(self, what: str) -> AsyncIterator[Redis]:
@@ -299,8 +339,10 @@ class RedisStore:
             raise StoreError("the store is not open")
         try:
             async with asyncio.timeout(self.options.timeout):
-                yield self._client
+                yield await self._current()
         except (RedisError, OSError) as exc:  # OSError includes TimeoutError
+            if self._slot is not None:
+                self._slot.stale()  # MOVED, a failover: find the slot's master again
             detail = str(exc) or type(exc).__name__
             raise StoreError(f"redis {what}: {detail}") from exc
 
@@ -354,6 +396,7 @@ class RedisStore:
             _dumps(write.audit.to_storage()) if write.audit else "",
             self._channel,
             f"{self._origin} {key_id}",
+            self._publish,
         ]
 
     async def insert_key(self, key: ApiKey, digest: str, audit: AuditEvent) -> None:
@@ -580,15 +623,22 @@ class RedisStore:
 
     async def _subscription(self) -> None:
         """One subscription, until its connection fails (then raise)."""
-        client = self._client
-        if client is None:
-            raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         timeout = self.options.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                client = await self._current()
+        except (RedisError, OSError):
+            if self._slot is not None:
+                self._slot.stale()
+            raise
         pubsub = client.pubsub()
         try:
             async with asyncio.timeout(timeout):
-                await pubsub.subscribe(self._channel)
+                if self._publish == "SPUBLISH":
+                    await pubsub.ssubscribe(self._channel)
+                else:
+                    await pubsub.subscribe(self._channel)
             heard = loop.time()
             pinged = False
             while not self._closing:
@@ -602,13 +652,17 @@ class RedisStore:
                     pinged = True
                 elif pinged and now - heard > PING_EVERY + timeout:
                     raise StoreError("the change feed stopped answering")
+        except (RedisError, OSError):
+            if self._slot is not None:
+                self._slot.stale()
+            raise
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
     async def _on_message(self, client: Redis, message: dict[str, Any]) -> None:
         kind = message.get("type")
-        if kind == "subscribe":
+        if kind in ("subscribe", "ssubscribe"):
             self._live = True
             # Read before forgetting: every change up to it is then applied.
             async with asyncio.timeout(self.options.timeout):
@@ -616,7 +670,7 @@ class RedisStore:
             # Listening (again): whatever changed while we were not is unknown.
             self._feed.notify(ALL_KEYS)
             self._applied_up_to(change)
-        elif kind == "message":
+        elif kind in ("message", "smessage"):
             origin, key_id, change = [*str(message.get("data", "")).split(" "), "", ""][:3]
             if key_id and origin != self._origin:  # our own writes were reported already
                 self._feed.notify(key_id)

@@ -1,0 +1,160 @@
+"""Two gateway replicas on `redis+cluster://` and `redis+sentinel://` (SPEC §13).
+
+Each replica is a full gateway stack of its own (Runtime: store connection, key cache
+with its change feed, rate limiter; the middleware in front of a trivial app) talking
+to real servers the tests start: a 3-master Cluster, and a master + replica + sentinel.
+
+- limits are exact over the two replicas (concurrent requests, every counter in Redis);
+- a revoke through one replica reaches the other's cache within a second;
+- a Sentinel failover during traffic: every request answered within 1 s, never a 500,
+  and the gateway back to normal (counting in Redis again) by itself; the cost (requests
+  answered 503 or admitted without counting, and for how long) is printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from gateway import GatewayMiddleware, Runtime, load_settings
+from gateway.keys.model import KeyCreate
+from tests.redis_topologies import SentinelSetup
+
+
+async def ok(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+APP = Starlette(routes=[Route("/{path:path}", ok)])
+
+
+@contextlib.asynccontextmanager
+async def replicas(url: str, count: int = 2, **settings: dict) -> AsyncIterator[list]:
+    """`count` gateway replicas on one store URL: [(runtime, httpx client)]."""
+    made = []
+    try:
+        for _ in range(count):
+            config = load_settings(storage={"url": url}, **settings)
+            runtime = Runtime(config)
+            await runtime.start()
+            app = GatewayMiddleware(APP, config, runtime=runtime)
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gw")
+            made.append((runtime, client))
+        yield made
+    finally:
+        for runtime, client in made:
+            await client.aclose()
+            await runtime.stop()
+
+
+async def test_limits_are_exact_over_two_replicas(topology_url: str) -> None:
+    async with replicas(topology_url) as gateways:
+        service = gateways[0][0].service
+        keys = [
+            await service.create(KeyCreate(name=f"k{i}", scope="read", rateLimit="25/minute"))
+            for i in range(3)
+        ]
+
+        async def one(index: int, value: str) -> int:
+            client = gateways[index % 2][1]
+            return (await client.get("/x", headers={"X-API-Key": value})).status_code
+
+        for _key, value in keys:  # keys hash to different slots, i.e. different masters
+            codes = await asyncio.gather(*(one(i, value) for i in range(60)))
+            assert codes.count(200) == 25, codes
+            assert codes.count(429) == 35
+
+
+async def test_revoke_reaches_the_other_replica(topology_url: str) -> None:
+    async with replicas(topology_url) as gateways:
+        (first, _), (_, second) = gateways
+        key, value = await first.service.create(KeyCreate(name="r", scope="read"))
+        assert (await second.get("/x", headers={"X-API-Key": value})).status_code == 200
+        await asyncio.sleep(0.2)  # the second replica's feed is subscribed by now
+        started = time.monotonic()
+        await first.service.revoke(key.id)
+        deadline = started + 2.0
+        while time.monotonic() < deadline:
+            response = await second.get("/x", headers={"X-API-Key": value})
+            if response.status_code == 401:
+                assert response.json()["error"]["code"] == "KEY_REVOKED"
+                break
+            await asyncio.sleep(0.002)
+        took = time.monotonic() - started
+        print(f"revoke reached the other replica after {took * 1000:.1f} ms ({topology_url[:15]})")
+        assert took < 1.0
+
+
+@pytest.fixture
+def failover_setup(tmp_path: Path) -> SentinelSetup:
+    from tests.conftest import need
+
+    need("redis-server", __import__("shutil").which("redis-server"))
+    setup = SentinelSetup(tmp_path / "sentinel").start()
+    yield setup
+    setup.stop()
+
+
+async def test_sentinel_failover_during_traffic(failover_setup: SentinelSetup) -> None:
+    setup = failover_setup
+    async with replicas(setup.url, rate_limit={"default": "100000/minute"}) as gateways:
+        service = gateways[0][0].service
+        _, value = await service.create(KeyCreate(name="traffic", scope="read"))
+        await asyncio.sleep(0.3)  # replicated to the replica before the master dies
+        results: list[tuple[float, float, int, bool]] = []  # start, seconds, status, counted
+        stop = asyncio.Event()
+
+        async def traffic(client: httpx.AsyncClient) -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                response = await client.get("/x", headers={"X-API-Key": value})
+                took = time.monotonic() - started
+                counted = "ratelimit" in response.headers
+                results.append((started, took, response.status_code, counted))
+                await asyncio.sleep(0.005)
+
+        workers = [asyncio.create_task(traffic(c)) for _, c in gateways for _ in range(2)]
+        await asyncio.sleep(0.5)
+        killed_at = time.monotonic()
+        old = setup.kill_master()
+        new = await asyncio.to_thread(setup.wait_failover, old)
+        promoted_at = time.monotonic()
+        # Normal again: both replicas count in Redis once more (not failing open).
+        deadline = promoted_at + 10
+        while time.monotonic() < deadline:
+            recent = [r for r in results[-20:] if r[0] > promoted_at]
+            if len(recent) >= 10 and all(r[2] == 200 and r[3] for r in recent):
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*workers)
+
+    statuses = {status for _, _, status, _ in results}
+    slowest = max(took for _, took, _, _ in results)
+    during = [r for r in results if r[0] >= killed_at]
+    failed = [r for r in during if r[2] != 200]
+    uncounted = [r for r in during if r[2] == 200 and not r[3]]
+    bad = [r for r in during if r[2] != 200 or not r[3]]
+    last_bad = max((r[0] for r in bad), default=killed_at)
+    print(
+        f"sentinel failover {old} -> {new}: promoted after {promoted_at - killed_at:.2f} s; "
+        f"{len(results)} requests, {len(failed)} not 200 ({sorted(statuses)}), "
+        f"{len(uncounted)} admitted uncounted (fail-open); normal again "
+        f"{last_bad - killed_at:.2f} s after the kill; slowest answer {slowest * 1000:.0f} ms"
+    )
+    assert 500 not in statuses
+    assert statuses <= {200, 503}
+    assert slowest < 1.0
+    assert time.monotonic() - promoted_at < 15
+    recent = [r for r in results if r[0] > last_bad]
+    assert recent and all(r[2] == 200 and r[3] for r in recent)
