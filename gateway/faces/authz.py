@@ -38,6 +38,8 @@ ERROR_HEADER = b"x-gateway-error"
 
 _METHOD_HEADERS = (b"x-forwarded-method", b"x-original-method")
 _URI_HEADERS = (b"x-forwarded-uri", b"x-original-uri", b"x-original-url")
+# What an allowed answer gives the front proxy to pass to the upstream (config/ files).
+UPSTREAM_HEADERS = ("X-Gateway-Key-Id", "X-Gateway-Key-Scope", "X-Request-ID")
 _KEY_ID = b"x-gateway-key-id"
 _KEY_SCOPE = b"x-gateway-key-scope"
 # A method is an HTTP token; anything else in a forwarded header is not believed.
