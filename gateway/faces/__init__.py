@@ -1,0 +1,1 @@
+"""The faces of the decision core: the ways a request reaches it (see ARCHITECTURE.md)."""
