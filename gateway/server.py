@@ -128,6 +128,7 @@ class Shutdown:
         self.signals = 0
         self.servers: list[uvicorn.Server] = []
         self.event: asyncio.Event | None = None  # set on the first signal (for non-uvicorn)
+        self.proxies: list[Any] = []  # gateway.faces.proxy.Proxy listeners
 
     @property
     def requested(self) -> bool:
@@ -143,6 +144,8 @@ class Shutdown:
         for server in self.servers:
             server.should_exit = True
             server.force_exit = server.force_exit or force
+        for proxy in self.proxies:
+            proxy.begin_stop(force=force)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Shutdown]:
@@ -198,33 +201,39 @@ async def run_gateway(
     on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Start the runtime, serve the proxy and admin listeners (and `extra` ones, and the
-    forward-auth listener on `authz_sock`), stop."""
+    forward-auth listener on `authz_sock`), stop.
+
+    The proxy listener is the native HTTP/1.1 data path (gateway.faces.proxy); the admin
+    listener and `extra` ones are ASGI apps on uvicorn."""
     from gateway.admin.app import create_admin_app
-    from gateway.middleware import GatewayMiddleware
-    from gateway.pipeline.forward import UpstreamApp
+    from gateway.faces.proxy import Proxy
+    from gateway.pipeline.core import DecisionCore
     from gateway.runtime import Runtime
 
     runtime = Runtime(settings)
-    upstream = UpstreamApp(settings)
+    core = DecisionCore.for_listener(settings, "proxy", runtime=runtime)
+    proxy = Proxy(settings, core, asyncio.get_running_loop())
     authz_server = None
     with Shutdown().installed() as shutdown:
+        shutdown.proxies.append(proxy)
         try:
             await runtime.start()
-            await upstream.start()
             if on_started is not None:
                 await on_started(runtime)
-            proxy = GatewayMiddleware(upstream, runtime=runtime)
             admin = create_admin_app(runtime)
-            listeners = [*extra, (proxy, proxy_sock), (admin, admin_sock)]
+            listeners = [*extra, (admin, admin_sock)]
             if not shutdown.requested:  # a signal during startup: stop without serving
                 if authz_sock is not None:
                     authz_server = authz_listener(settings, runtime)
                     await authz_server.start(authz_sock)
+                await proxy.start(proxy_sock)
                 await run_listeners(listeners, shutdown, on_ready=on_ready)
         finally:
+            # In-flight requests finish (up to GRACE_SECONDS) before usage is flushed.
+            stopping = [proxy.stop(GRACE_SECONDS)]
             if authz_server is not None:
-                await authz_server.stop(GRACE_SECONDS)
-            await upstream.stop()
+                stopping.append(authz_server.stop(GRACE_SECONDS))
+            await asyncio.gather(*stopping)
             await runtime.stop()  # flushes buffered usage
             socks = [proxy_sock, admin_sock, *(sock for _, sock in extra)]
             for sock in [*socks, authz_sock] if authz_sock is not None else socks:
@@ -266,13 +275,19 @@ def serve(settings: Settings) -> None:
             sock.close()
         raise
 
+    # Taken now: the listeners own (and close) their sockets once they run.
+    proxy_address, admin_address = address_of(proxy_sock), address_of(admin_sock)
+    authz_address = address_of(authz_sock) if authz_sock is not None else None
+    scheme = "https" if settings.server.tls_cert else "http"
+
     def ready() -> None:
         log.info(
-            "gateway listening: proxy http://%s -> %s, admin http://%s%s",
-            address_of(proxy_sock),
+            "gateway listening: proxy %s://%s -> %s, admin http://%s%s",
+            scheme,
+            proxy_address,
             settings.upstream.url,
-            address_of(admin_sock),
-            f", forward auth http://{address_of(authz_sock)}" if authz_sock else "",
+            admin_address,
+            f", forward auth http://{authz_address}" if authz_address else "",
         )
 
     _run(run_gateway(settings, proxy_sock, admin_sock, authz_sock=authz_sock, on_ready=ready))

@@ -23,7 +23,9 @@ def gw(upstream: Upstream, start_gateway: Callable[..., Gateway]) -> Gateway:
     return start_gateway(
         upstream.url,
         upstream={"read_timeout": 10.0},
-        server={"max_body_bytes": LIMIT},
+        # Heads up to 128 KiB: the 60 KB header below is about key handling, not the
+        # edge limit (tests/e2e/test_proxy_framing.py covers server.max_header_bytes).
+        server={"max_body_bytes": LIMIT, "max_header_bytes": 128 * 1024},
         auth={"failed_attempts_limit": "100000/minute"},
     )
 

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import httptools
@@ -39,6 +39,7 @@ from gateway.faces.proxy.http import (
     status_line,
 )
 from gateway.faces.proxy.upstream import UpstreamConnection, UpstreamUnavailable
+from gateway.pipeline.core import Decision, RequestHead
 
 if TYPE_CHECKING:
     from gateway.faces.proxy.server import Proxy
@@ -74,26 +75,6 @@ def _too_large(limit: int) -> _Reject:
 
 def _bad_request(reason: str) -> GatewayError:
     return invalid_request("request", reason)
-
-
-class RequestHead:
-    """The request head as the decision core reads it (CORE_API.md)."""
-
-    __slots__ = ("client", "headers", "method", "path", "raw_path")
-
-    def __init__(
-        self,
-        method: str,
-        path: str,
-        headers: list[tuple[bytes, bytes]],
-        client: tuple[str, int] | None,
-        raw_path: bytes | None = None,
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.client = client
-        self.raw_path = raw_path
 
 
 class Exchange:
@@ -153,7 +134,7 @@ class Exchange:
         self.received = 0
         self.request_done = False
         self.fail_error: GatewayError | None = None
-        self.decision: Any = None
+        self.decision: Decision | None = None
         self.upstream: UpstreamConnection | None = None
         self.body_sent = False
         self.retried = False
@@ -222,7 +203,9 @@ class Exchange:
             self.response_chunked = True
         else:
             self.keep_alive = False  # an HTTP/1.0 client: the body ends with the connection
-        for name, value in self.decision.client_headers:
+        decision = self.decision
+        assert decision is not None  # an exchange reaches the upstream only once decided
+        for name, value in decision.client_headers:
             parts += (name, b": ", value, CRLF)
         if not self.keep_alive or client.shutting_down:
             self.keep_alive = False
@@ -551,6 +534,7 @@ class ClientConnection(asyncio.Protocol):
                 exchange.headers,
                 self.peer,
                 exchange.raw_path,
+                proxy.scheme,
             )
             decision = await core.decide(head)
             exchange.decision = decision
@@ -610,7 +594,9 @@ class ClientConnection(asyncio.Protocol):
             if lname in dropped or lname.startswith(GATEWAY_PREFIX):
                 continue
             parts += (name, b": ", value, CRLF)
-        for name, value in exchange.decision.upstream_headers:
+        decision = exchange.decision
+        assert decision is not None
+        for name, value in decision.upstream_headers:
             parts += (name, b": ", value, CRLF)
         if exchange.body_chunked:
             parts.append(b"transfer-encoding: chunked\r\n\r\n")
@@ -642,16 +628,11 @@ class ClientConnection(asyncio.Protocol):
         """Answer `error` (None: the decision's own) for the exchange at the queue's head."""
         core = self.proxy.core
         decision = exchange.decision
-        if error is None:
-            status, headers, body = core.error_response(decision)
+        if decision is not None:
+            status, headers, body = core.error_response(decision, error=error)
         else:
-            request_id = decision.request_id if decision is not None else None
-            status, headers, body = core.error_response(error, request_id)
-            if decision is not None and decision.client_headers:
-                seen = {name for name, _ in headers}
-                headers = list(headers) + [
-                    (name, value) for name, value in decision.client_headers if name not in seen
-                ]
+            assert error is not None
+            status, headers, body = core.error_response(error)
         if not exchange.request_done or exchange.fail_error is not None:
             exchange.keep_alive = False  # the rest of its body will not be read
         if self.shutting_down:

@@ -49,6 +49,7 @@ class Proxy:
         if server.tls_cert and server.tls_key:
             self.ssl = tls_context(server.tls_cert, server.tls_key)
         self.server: asyncio.Server | None = None
+        self.force = False
 
     @property
     def scheme(self) -> str:
@@ -60,14 +61,20 @@ class Proxy:
             lambda: ClientConnection(self), sock=sock, ssl=self.ssl, backlog=1024
         )
 
-    async def stop(self, grace: float) -> None:
-        """Stop accepting; let answers in progress finish (up to `grace` s); close all."""
-        if self.server is not None:
+    def begin_stop(self, *, force: bool = False) -> None:
+        """Stop accepting; idle connections close, busy ones after their answer. `force`:
+        stop waiting for them too."""
+        self.force = self.force or force
+        if self.server is not None and self.server.is_serving():
             self.server.close()
         for connection in list(self.connections):
             connection.shutdown()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let answers in progress finish (up to `grace` s); close all."""
+        self.begin_stop()
         deadline = self.loop.time() + grace
-        while self.connections and self.loop.time() < deadline:
+        while self.connections and self.loop.time() < deadline and not self.force:
             await asyncio.sleep(0.02)
         for connection in list(self.connections):
             if connection.transport is not None:
