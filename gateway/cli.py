@@ -233,6 +233,11 @@ def _when(moment: datetime | None) -> str:
     return (rfc3339(moment) or "-").replace("T", " ").removesuffix("Z")
 
 
+def _status(key: ApiKey) -> str:
+    """The status a user reads: an active key past its expiry shows as expired."""
+    return "expired" if key.status is Status.ACTIVE and key.expired() else key.status.value
+
+
 def _sites(key: ApiKey) -> str:
     return "all" if ALL_SITES in key.sites else ",".join(key.sites)
 
@@ -251,7 +256,7 @@ def _echo_key(key: ApiKey, rotation_days: int) -> None:
         ("hint", key.hint),
         ("scope", key.scope.value),
         ("sites", _sites(key)),
-        ("status", key.status.value),
+        ("status", _status(key)),
         ("rate limit", key.rate_limit or "default"),
         ("created", _when(key.created_at)),
         ("updated", _when(key.updated_at)),
@@ -273,6 +278,12 @@ def _echo_secret(key: ApiKey, secret: str, as_json: bool, rotation_days: int) ->
         click.echo("")
         click.echo(secret)
     click.echo(f"Warning: {SHOWN_ONCE}", err=True)
+
+
+def _same_options(**options: tuple[Any, Any]) -> str:
+    """The options (name: (value, default)) a "next page" line repeats: those not default."""
+    given = [(name, value) for name, (value, default) in options.items() if value != default]
+    return "".join(f" --{name.replace('_', '-')} {value}" for name, value in given)
 
 
 def _echo_json(body: dict[str, Any]) -> None:
@@ -468,7 +479,7 @@ def keys_list(
                 key.hint,
                 key.scope.value,
                 _sites(key),
-                key.status.value,
+                _status(key),
                 _when(key.created_at),
                 _when(key.last_used_at),
             ]
@@ -476,7 +487,8 @@ def keys_list(
         ],
     )
     if page.next_cursor:
-        click.echo(f"\nMore keys: gateway keys list --cursor {page.next_cursor}")
+        again = _same_options(status=(status, "all"), limit=(limit, 50))
+        click.echo(f"\nMore keys: gateway keys list{again} --cursor {page.next_cursor}")
 
 
 @keys.command("show")
@@ -697,7 +709,8 @@ def audit(
         ],
     )
     if page.next_cursor:
-        click.echo(f"\nMore events: gateway audit --cursor {page.next_cursor}")
+        again = _same_options(key_id=(key_id, None), limit=(limit, 50))
+        click.echo(f"\nMore events: gateway audit{again} --cursor {page.next_cursor}")
 
 
 keys.add_command(audit)

@@ -50,6 +50,9 @@ class ApiKeyRecord(_Out):
     revokedAt: datetime | None
     rotatedAt: datetime | None
     rotationDue: bool
+    expired: bool = Field(
+        description="`expiresAt` has passed: the key gets 401 KEY_EXPIRED (status stays active)"
+    )
 
 
 class DailyUsage(_Out):

@@ -241,6 +241,10 @@ class ApiKey:
         now = now or utcnow()
         return now - self.value_created_at > timedelta(days=rotation_days)
 
+    def expired(self, now: datetime | None = None) -> bool:
+        """Whether `expiresAt` has passed (the status stays `active`: SPEC §1)."""
+        return self.expires_at is not None and (now or utcnow()) >= self.expires_at
+
     def allows_site(self, site: str) -> bool:
         return ALL_SITES in self.sites or site in self.sites
 

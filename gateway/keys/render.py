@@ -25,6 +25,7 @@ def render_key(key: ApiKey, rotation_days: int = 90) -> dict[str, Any]:
         "revokedAt": rfc3339(key.revoked_at),
         "rotatedAt": rfc3339(key.rotated_at),
         "rotationDue": key.rotation_due(rotation_days),
+        "expired": key.expired(),
     }
 
 

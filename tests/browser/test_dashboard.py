@@ -467,3 +467,31 @@ def test_server_text_is_never_parsed_as_html(signed_in: Page, gateway: Gateway) 
     expect(page.get_by_role("heading", name=name, level=1)).to_have_text(name)
     assert page.locator("main img").count() == 0
     assert page.evaluate("window.pwned") is None
+
+
+def test_an_expired_key_shows_expired_and_leaves_the_active_tab(
+    signed_in: Page, gateway: Gateway
+) -> None:
+    page = signed_in
+    name = unique("Short lived")
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    key, _ = create_key(gateway, name, expiresAt=soon)
+    wait_until(
+        lambda: gateway.admin("GET", f"/v1/keys/{key['id']}").json()["apiKey"]["expired"],
+        10,
+        "the key to expire",
+    )
+    page.reload()
+    badges = row(page, name).locator(".badge").filter(has_not_text=re.compile("Read"))
+    expect(badges).to_have_text(["Expired"])  # one status badge, not "Active" beside it
+    page.get_by_role("tab", name="Active").click()
+    expect(page.locator("#keys-body tr").first).to_be_visible()
+    expect(row(page, name)).to_have_count(0)
+    for badge in page.locator("#keys-body .badge-expired").all():
+        raise AssertionError(f"an expired key is listed as active: {badge.text_content()}")
+    page.get_by_role("tab", name="All").click()
+    row(page, name).get_by_role("link", name=name, exact=True).click()
+    config = page.locator("#details-config")
+    expect(config).to_contain_text("Expired")
+    expect(page.locator("#details-badges .badge-expired")).to_have_text("Expired")
+    expect(page.locator("#details-badges .badge-active")).to_have_count(0)

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -197,6 +198,24 @@ async def test_list_filters_and_pages(gw: Cli) -> None:
     rest = listed("--limit", "2", "--cursor", first["nextCursor"])
     assert [k["id"] for k in first["data"] + rest["data"]] == ids[::-1]
     assert rest["nextCursor"] is None
+    # The human "next page" line repeats the options that shape the page.
+    human = gw("keys", "list", "--limit", "1", "--status", "active")
+    cursor = listed("--limit", "1", "--status", "active")["nextCursor"]
+    line = f"gateway keys list --status active --limit 1 --cursor {cursor}"
+    assert human.out.rstrip().endswith(line), human
+
+
+async def test_an_expired_key_is_listed_and_shown_as_expired(gw: Cli) -> None:
+    key = create(gw, "--name", "short-lived", "--scope", "read", "--expires-in", "1s")["apiKey"]
+    assert key["expired"] is False
+    deadline = time.monotonic() + 10
+    while (shown := gw("keys", "show", key["id"], "--json").json())["apiKey"]["expired"] is False:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert shown["apiKey"]["status"] == "active"  # the contract's status does not change
+    row = next(line for line in gw("keys", "list").out.splitlines() if key["id"] in line)
+    assert " expired " in row and " active " not in row
+    assert "status:       expired" in gw("keys", "show", key["id"]).out
 
 
 async def test_create_options_become_the_api_fields(gw: Cli) -> None:

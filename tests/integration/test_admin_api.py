@@ -25,7 +25,7 @@ from gateway.admin.api import MAX_BODY_BYTES
 from gateway.admin.app import DASHBOARD_DIR, create_admin_app
 from gateway.errors import GatewayError
 from gateway.keys.format import generate_key
-from gateway.keys.model import rfc3339, utcnow
+from gateway.keys.model import Scope, rfc3339, utcnow
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
 from tests.conftest import need
@@ -181,7 +181,7 @@ async def test_create_returns_201_the_record_and_the_value_once(admin: Admin) ->
     assert key["sites"] == ["site-a", "site_b"] and key["status"] == "active"
     assert key["rateLimit"] == "10/second;5000/day" and key["expiresAt"] == expires
     assert key["hint"].startswith(secret[:7]) and key["hint"].endswith(secret[-4:])
-    assert key["rotationDue"] is False and key["revokedAt"] is None
+    assert key["rotationDue"] is False and key["revokedAt"] is None and key["expired"] is False
     # The value works at once, and is never shown again.
     verified = await admin.runtime.verifier.verify(secret)  # type: ignore[union-attr]
     assert verified.id == key["id"]
@@ -756,3 +756,11 @@ async def test_admin_api_requests_are_recorded_as_usage_of_the_calling_key(admin
     assert all("?" not in r.path for r in mine)  # never the query string
     (theirs,) = (await recorded(read_key.id))["usage"]["recent"]
     assert (theirs["method"], theirs["path"], theirs["status"]) == ("GET", "/v1/audit", 403)
+
+
+async def test_an_expired_key_stays_active_and_says_expired(admin: Admin) -> None:
+    key, _ = await admin.expired_key(Scope.READ)
+    shown = (await admin.client.get(f"/v1/keys/{key.id}")).json()["apiKey"]
+    assert shown["status"] == "active" and shown["expired"] is True
+    listed = (await admin.client.get("/v1/keys?status=active")).json()["data"]
+    assert {k["id"]: k["expired"] for k in listed} == {key.id: True, admin.key.id: False}

@@ -142,7 +142,10 @@
   }
 
   const sitesText = (sites) => (sites.includes("*") ? "All sites" : sites.join(", "));
-  const isExpired = (key) => Boolean(key.expiresAt) && new Date(key.expiresAt) <= new Date();
+  // The API says whether a key is past its expiry (`expired`; its status stays "active").
+  const isExpired = (key) => key.status === "active" && key.expired === true;
+  // Usable now: what the Active tab lists.
+  const isUsable = (key) => key.status === "active" && !key.expired;
 
   /** The value for an `<input type="datetime-local">` showing `iso` in local time. */
   function toLocalInput(iso) {
@@ -328,9 +331,20 @@
     }
     els.loadMore.disabled = true;
     try {
-      const page = await api("GET", `v1/keys?${params}`);
+      let page = await api("GET", `v1/keys?${params}`);
+      let data = page.data;
+      if (state.status === "active") {
+        // The Active tab lists only keys usable now: expired keys stay under All. Read on
+        // until the page has something to show (or the list ends).
+        data = data.filter(isUsable);
+        while (data.length < PAGE_SIZE && page.nextCursor && seq === state.listSeq) {
+          params.set("cursor", page.nextCursor);
+          page = await api("GET", `v1/keys?${params}`);
+          data = data.concat(page.data.filter(isUsable));
+        }
+      }
       if (seq !== state.listSeq) return;
-      state.keys = reset ? page.data : state.keys.concat(page.data);
+      state.keys = reset ? data : state.keys.concat(data);
       state.nextCursor = page.nextCursor;
       renderKeys();
     } catch (error) {
@@ -344,11 +358,13 @@
   }
 
   function statusBadges(key) {
+    // One status badge: "Expired" replaces "Active" for a key past its expiry.
+    if (isExpired(key)) {
+      return [h("span", { class: "badge badge-expired", title: `Expired ${formatDateTime(key.expiresAt)}` }, "Expired")];
+    }
     const badges = [h("span", { class: `badge badge-${key.status}` },
       key.status === "active" ? "Active" : "Revoked")];
-    if (key.status === "active" && isExpired(key)) {
-      badges.push(h("span", { class: "badge badge-warn" }, "Expired"));
-    } else if (key.status === "active" && key.rotationDue) {
+    if (key.status === "active" && key.rotationDue) {
       badges.push(h("span", { class: "badge badge-warn", title: "The key value is older than the rotation period" }, "Rotation due"));
     }
     return badges;
@@ -594,7 +610,8 @@
       ["Key", h("code", { class: "hint-code" }, key.hint)],
       ["Scope", SCOPE_LABEL[key.scope] || key.scope],
       ["Sites", sitesText(key.sites)],
-      ["Status", revoked ? `Revoked ${formatDateTime(key.revokedAt, "")}`.trim() : "Active"],
+      ["Status", revoked ? `Revoked ${formatDateTime(key.revokedAt, "")}`.trim()
+        : isExpired(key) ? `Expired ${formatDateTime(key.expiresAt)}` : "Active"],
       ["Rate limit", key.rateLimit ? h("code", {}, key.rateLimit) : h("span", { class: "muted" }, "Gateway default")],
       ["Created", timeEl(key.createdAt, formatDateTime(key.createdAt))],
       ["Updated", timeEl(key.updatedAt, formatDateTime(key.updatedAt))],
