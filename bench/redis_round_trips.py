@@ -37,7 +37,6 @@ from redis.asyncio.connection import Connection
 
 from gateway import GatewayMiddleware, Runtime, load_settings
 from gateway.keys.model import KeyCreate
-from gateway.pipeline.ratelimit import redis_storage
 
 SENT = [0]
 _original_send = Connection.send_packed_command
@@ -157,7 +156,9 @@ async def run(url: str, admin: redis.Redis, requests: int, policy_text: str) -> 
 
     # Baseline: limits.aio's strategy calls for the same policy (all-or-nothing needs
     # test for every limit first, then hit every limit, then the stats for headers).
-    storage = redis_storage(url)
+    from limits.storage import storage_from_string
+
+    storage = storage_from_string("async+" + url, implementation="redispy")
     limiter = SlidingWindowCounterRateLimiter(storage)
     items = limits.parse_many(policy_text)
     before, sent_before = commandstats(admin), SENT[0]

@@ -21,9 +21,13 @@ from gateway.store.base import StoreOptions, open_store
 
 
 def store_options(settings: Settings) -> StoreOptions:
+    from gateway.store.redis_link import pool_size
+
     return StoreOptions(
         recent_per_key=settings.usage.recent_per_key,
         daily_retention_days=settings.usage.daily_retention_days,
+        timeout=settings.storage.timeout,
+        max_connections=pool_size(settings),
     )
 
 

@@ -9,6 +9,7 @@ Malformed and unknown values are never cached, so they cannot grow it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -95,6 +96,7 @@ class KeyVerifier:
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
         # Bumped by every invalidation: a lookup that raced one is not cached.
         self._generation = 0
+        self._pending: dict[str, tuple[asyncio.Future[DigestMatch | None], int]] = {}
 
     def attach(self) -> None:
         """Start listening to the store's change events (call from the running loop)."""
@@ -143,6 +145,13 @@ class KeyVerifier:
             raise GatewayError("KEY_EXPIRED")
         return key
 
+    def _lookup_done(self, digest: str, done: asyncio.Future[DigestMatch | None]) -> None:
+        shared = self._pending.get(digest)
+        if shared is not None and shared[0] is done:
+            del self._pending[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
+
     async def _match(self, digest: str) -> DigestMatch | None:
         entry = self._cache.get(digest)
         now = self.monotonic()
@@ -150,9 +159,17 @@ class KeyVerifier:
             metrics.TALLY.cache_hits += 1
             return entry.match
         metrics.TALLY.cache_misses += 1
+        # One lookup per digest at a time: N concurrent requests with a key not yet cached
+        # share one store round trip (a burst on a fresh key is one lookup, not N).
+        # A lookup started before an invalidation is not joined (it may be stale).
         generation = self._generation
+        shared = self._pending.get(digest)
+        if shared is None or shared[1] != generation:
+            future = asyncio.ensure_future(self.service.store.lookup_digest(digest))
+            shared = self._pending[digest] = (future, generation)
+            future.add_done_callback(lambda done: self._lookup_done(digest, done))
         try:
-            match = await self.service.store.lookup_digest(digest)
+            match = await asyncio.shield(shared[0])
         except StoreError:
             metrics.BACKEND_ERRORS.labels("store").inc()
             if entry is not None:

@@ -44,8 +44,8 @@ from gateway.errors import GatewayError
 log = logging.getLogger("gateway.ratelimit")
 
 STRATEGIES = ("sliding-window-counter", "moving-window", "fixed-window")
-# How long every Redis call may take, and how long to skip Redis after it failed (the
-# policy applies meanwhile without a connection attempt per request).
+# Sentinel and Cluster counters: how long a Redis call may take at least, and how long to
+# skip Redis after it failed. (On one server, RedisLink decides: see RedisCounters.)
 REDIS_TIMEOUT = 0.5
 REDIS_RETRY_AFTER = 1.0
 
@@ -427,12 +427,37 @@ def redis_storage(url: str) -> Any:
 
 
 class RedisCounters:
-    """Counters in Redis, shared by every replica; one EVALSHA per check."""
+    """Counters in Redis, shared by every replica; one EVALSHA per check.
 
-    def __init__(self, url: str, strategy: str, *, key_prefix: str = "gw:rl:") -> None:
+    On one server (redis://), the connection rules are RedisLink's: a blocking pool (load
+    waits, never fails), a deadline on Redis's own silence (`storage.timeout`), one retry
+    of a dead pooled connection, fail fast while Redis is known to be down. Sentinel and
+    Cluster URLs use `limits`' storage with a plain timeout."""
+
+    def __init__(
+        self,
+        url: str,
+        strategy: str,
+        *,
+        key_prefix: str = "gw:rl:",
+        timeout: float = 0.25,
+        max_connections: int = 100,
+    ) -> None:
+        from gateway.store.redis_link import RedisLink
+        from gateway.store.redis_topology import parse_redis_url
+
         self.strategy = strategy
-        self.storage = redis_storage(url)
-        self.client = self.storage.bridge.get_connection()
+        self.timeout = timeout
+        self.link: RedisLink | None = None
+        self.storage: Any = None
+        if parse_redis_url(url).kind == "redis":
+            self.link = RedisLink(
+                url, timeout=timeout, max_connections=max_connections, name="rate limit"
+            )
+            self.client = self.link.client
+        else:
+            self.storage = redis_storage(url)
+            self.client = self.storage.bridge.get_connection()
         self.script = self.client.register_script(MULTI_LIMIT_LUA)
         self.key_prefix = key_prefix
         self._suffix = ":" + _SHORT[strategy]
@@ -462,10 +487,14 @@ class RedisCounters:
             self._args[policy.text] = args
         if now_ms is not None:
             args = [self.strategy, now_ms, *args[2:]]
-        async with asyncio.timeout(REDIS_TIMEOUT * 2):
-            if self._discover is not None:
-                await self._discover_cluster()
-            reply = await self.script(keys=keys, args=args)
+        if self.link is not None:
+            async with self.link.guard():
+                reply = await self.script(keys=keys, args=args)
+        else:
+            async with asyncio.timeout(max(self.timeout * 2, REDIS_TIMEOUT)):
+                if self._discover is not None:
+                    await self._discover_cluster()
+                reply = await self.script(keys=keys, args=args)
         values = [int(v) for v in reply]
         states = tuple(
             (values[i] == 1, values[i + 1], values[i + 2]) for i in range(2, len(values), 3)
@@ -473,7 +502,10 @@ class RedisCounters:
         return Outcome(values[0] == 1, values[1], states)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.link is not None:
+            await self.link.close()
+        else:
+            await self.client.aclose()
 
 
 # --- the limiter --------------------------------------------------------------------------
@@ -491,6 +523,8 @@ class RateLimiter:
         on_backend_error: str = "allow",
         legacy_headers: bool = True,
         clock: Callable[[], float] | None = None,
+        timeout: float = 0.25,
+        max_connections: int = 100,
     ) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown rate limit strategy {strategy!r}")
@@ -505,11 +539,15 @@ class RateLimiter:
         if storage.startswith("memory://"):
             self.memory = MemoryCounters(strategy)
         else:
-            self.redis = RedisCounters(storage, strategy)
+            self.redis = RedisCounters(
+                storage, strategy, timeout=timeout, max_connections=max_connections
+            )
         self._down_until = 0.0
 
     @classmethod
     def from_settings(cls, settings: Any, clock: Callable[[], float] | None = None) -> RateLimiter:
+        from gateway.store.redis_link import pool_size
+
         section = settings.rate_limit
         return cls(
             default=section.default,
@@ -518,6 +556,8 @@ class RateLimiter:
             on_backend_error=section.on_backend_error,
             legacy_headers=section.legacy_headers,
             clock=clock,
+            timeout=settings.storage.timeout,
+            max_connections=pool_size(settings),
         )
 
     def policy_for(self, rate_limit: str | None) -> Policy:
@@ -544,14 +584,22 @@ class RateLimiter:
         raise self.rejection(policy, outcome, headers)
 
     async def _redis_acquire(self, key_id: str, policy: Policy) -> Outcome | None:
+        # On one server only a real failure gets here (see RedisLink): Redis silent for
+        # storage.timeout, refused or reset again on a fresh connection, or known to be
+        # down — never a busy pool or a busy event loop, so load never fails open.
         assert self.redis is not None
-        if time.monotonic() >= self._down_until:
+        linked = self.redis.link is not None
+        if linked or time.monotonic() >= self._down_until:
             now = int(self.clock() * 1000) if self.clock is not None else None
             try:
                 return await self.redis.acquire(key_id, policy, now)
             except Exception as exc:  # any backend failure follows the policy, never a 500
-                self._down_until = time.monotonic() + REDIS_RETRY_AFTER
-                log.warning("rate limit backend failed: %s", type(exc).__name__)
+                from gateway.store.redis_link import BackendDown
+
+                if not linked:
+                    self._down_until = time.monotonic() + REDIS_RETRY_AFTER
+                if not isinstance(exc, BackendDown):
+                    log.warning("rate limit backend failed: %s", type(exc).__name__)
                 metrics.BACKEND_ERRORS.labels("rate_limit").inc()
         if self.fail_open:
             metrics.RATE_LIMIT_FAIL_OPEN.inc()

@@ -234,8 +234,10 @@ class StoreOptions:
     daily_retention_days: int = 90
     # How often the SQLite store checks for changes made by another process.
     poll_interval: float = 0.1
-    # Every backend call gives up after this many seconds (Redis).
-    timeout: float = 2.0
+    # Every backend call gives up after this many seconds of backend silence (Redis;
+    # `storage.timeout`), and holds at most this many pooled connections.
+    timeout: float = 0.25
+    max_connections: int = 100
 
 
 def open_store(url: str, options: StoreOptions | None = None) -> Store:

@@ -77,6 +77,7 @@ from gateway.store.presence import (
     GatewayPresence,
     process_label,
 )
+from gateway.store.redis_link import BackendDown, RedisLink
 from gateway.store.redis_topology import ClusterSlot, connect, parse_redis_url
 
 log = logging.getLogger("gateway.store")
@@ -239,6 +240,7 @@ class RedisStore:
         self.ns = "{" + NAMESPACE + "}" if cluster else NAMESPACE
         self._client: Redis | None = None
         self._slot: ClusterSlot | None = None
+        self._link: RedisLink | None = None
         self._channel = ""
         self._publish = "PUBLISH"
         self._origin = secrets.token_hex(8)
@@ -270,7 +272,22 @@ class RedisStore:
             await self._open_cluster(options)
             return
         try:
-            client = connect(self._target, **options)
+            if self._target.kind == "redis":
+                # One server: the blocking pool, the deadline on Redis's silence and the one
+                # retry of a dead pooled connection of RedisLink (SPEC §13).
+                from gateway.store.redis_link import RedisLink
+
+                link = RedisLink(
+                    self._dsn,
+                    timeout=timeout,
+                    max_connections=self.options.max_connections,
+                    decode_responses=True,
+                    name="store",
+                )
+                self._link = link
+                client = link.client
+            else:
+                client = connect(self._target, **options)
         except ValueError as exc:
             raise StoreError(f"redis: bad URL {self.url} ({exc})") from None
         db = client.connection_pool.connection_kwargs.get("db", self._target.db)
@@ -318,6 +335,9 @@ class RedisStore:
         if self._slot is not None:
             slot, self._slot, self._client = self._slot, None, None
             await slot.aclose()
+        if self._link is not None:
+            link, self._link, self._client = self._link, None, None
+            await link.close()
         if self._client is not None:
             client, self._client = self._client, None
             with contextlib.suppress(RedisError, OSError):
@@ -337,6 +357,14 @@ class RedisStore:
         """The client, for one call bounded by `options.timeout`; failures → StoreError."""
         if self._client is None:
             raise StoreError("the store is not open")
+        if self._link is not None:  # one server: RedisLink's rules (deadline, down, retry)
+            try:
+                async with self._link.guard() as client:
+                    yield client
+            except (RedisError, OSError, BackendDown) as exc:
+                detail = str(exc) or type(exc).__name__
+                raise StoreError(f"redis {what}: {detail}") from exc
+            return
         try:
             async with asyncio.timeout(self.options.timeout):
                 yield await self._current()
@@ -664,6 +692,8 @@ class RedisStore:
         kind = message.get("type")
         if kind in ("subscribe", "ssubscribe"):
             self._live = True
+            if self._link is not None:
+                self._link.revived()  # Redis answers: no need to wait for the probe
             # Read before forgetting: every change up to it is then applied.
             async with asyncio.timeout(self.options.timeout):
                 change = int(await client.get(self._k("changes")) or 0)

@@ -215,7 +215,7 @@ def launch_gateway(workdir: Path, upstream_url: str, **config: Any) -> Gateway:
     proc = Proc(
         gateway_command("--config", str(config_path), "serve"), workdir / "gateway.log", clean_env()
     )
-    gateway = Gateway(proc, port, admin_port, storage_url, sections)
+    gateway = Gateway(proc, port, admin_port, sections["storage"]["url"], sections)
 
     def ready() -> bool:
         if not proc.alive():
