@@ -278,7 +278,7 @@ class RedisStore:
                 from gateway.store.redis_link import RedisLink
 
                 link = RedisLink(
-                    self._dsn,
+                    self._target.url,
                     timeout=timeout,
                     max_connections=self.options.max_connections,
                     decode_responses=True,
