@@ -341,6 +341,12 @@ def _run_server(entry: str, call: Callable[[Any], Any]) -> None:
     metavar="HOST:PORT",
     help="Also run the forward-auth listener (server.authz_listen; off by default).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    metavar="N",
+    help="Processes serving the same listeners (server.workers, default 1).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -348,6 +354,7 @@ def serve(
     admin_listen: str | None,
     upstream: str | None,
     authz_listen: str | None,
+    workers: int | None,
 ) -> None:
     """Run the proxy and the admin listeners (and the forward-auth one, if configured)."""
     server_overrides = {
@@ -356,6 +363,7 @@ def serve(
             ("listen", listen),
             ("admin_listen", admin_listen),
             ("authz_listen", authz_listen),
+            ("workers", workers),
         )
         if value is not None
     }

@@ -290,7 +290,41 @@ def serve(settings: Settings) -> None:
             f", forward auth http://{authz_address}" if authz_address else "",
         )
 
-    _run(run_gateway(settings, proxy_sock, admin_sock, authz_sock=authz_sock, on_ready=ready))
+    def run(on_ready: Callable[[], None]) -> None:
+        _run(
+            run_gateway(settings, proxy_sock, admin_sock, authz_sock=authz_sock, on_ready=on_ready)
+        )
+
+    if settings.server.workers == 1:
+        run(ready)
+        return
+    run_workers(settings.server.workers, run, ready, [*socks, authz_sock])
+
+
+def run_workers(
+    count: int,
+    run: Callable[[Callable[[], None]], None],
+    ready: Callable[[], None],
+    socks: Sequence[socket.socket | None],
+) -> None:
+    """`run` in `count` worker processes on the same sockets (gateway/workers.py)."""
+    from gateway.workers import Supervisor
+
+    def work(index: int, tell_supervisor: Callable[[], None]) -> None:
+        def on_ready() -> None:
+            tell_supervisor()
+            if index == 0:
+                ready()
+
+        run(on_ready)
+
+    code = Supervisor(count, work).run()
+    for sock in socks:
+        if sock is not None:
+            sock.close()
+    log.info("gateway supervisor stopped")
+    if code:
+        raise SystemExit(code)
 
 
 # --- gateway authz ---------------------------------------------------------------------

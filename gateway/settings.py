@@ -83,6 +83,8 @@ class ServerSettings(_Section):
     tls_key: str | None = None
     # The forward-auth listener of `gateway serve` (SPEC §15); off when unset.
     authz_listen: str | None = None
+    # Processes serving the same listeners (SPEC §13); they share one counter table.
+    workers: int = Field(default=1, ge=1, le=256)
 
     @field_validator("listen", "admin_listen", "authz_listen")
     @classmethod

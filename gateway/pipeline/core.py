@@ -160,7 +160,9 @@ class DecisionCore:
         self.client_ip = ClientIP(settings.server.trusted_proxies)
         self._trusts_proxies = bool(self.client_ip.networks)
         # Each listener counts failed attempts on its own (SPEC §4).
-        self.throttle = FailedAttempts(settings.auth.failed_attempts_limit)
+        self.throttle = FailedAttempts(
+            settings.auth.failed_attempts_limit, name=f"throttle:{listener}"
+        )
         self._views: dict[str, tuple[ApiKey, dict[str, Any]]] = {}
 
     @classmethod

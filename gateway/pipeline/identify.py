@@ -195,7 +195,8 @@ class FailedAttempts:
 
     The counters live in this process (a sliding window counter per IP, bounded in
     number), so checking a well-behaved IP costs one dict lookup and no round trip; with
-    several replicas each one throttles on its own.
+    several replicas each one throttles on its own, while the workers of one machine
+    (`server.workers`) share one table (pipeline/shared_counters.py).
     """
 
     def __init__(
@@ -204,11 +205,14 @@ class FailedAttempts:
         *,
         clock: Callable[[], float] = time.time,
         max_entries: int = 100_000,
+        name: str = "throttle",
     ) -> None:
-        from gateway.pipeline.ratelimit import MemoryCounters, parse_policy
+        from gateway.pipeline.ratelimit import parse_policy
+        from gateway.pipeline.shared_counters import counters_for
 
         self.policy = parse_policy(limit)
-        self.counters = MemoryCounters("sliding-window-counter", max_entries=max_entries)
+        # `name` keeps each listener's counter apart when the workers share one table.
+        self.counters = counters_for("sliding-window-counter", name, max_entries=max_entries)
         self.clock = clock
 
     def check(self, ip: str) -> None:

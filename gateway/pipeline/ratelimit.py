@@ -537,7 +537,10 @@ class RateLimiter:
         self.memory: MemoryCounters | None = None
         self.redis: RedisCounters | None = None
         if storage.startswith("memory://"):
-            self.memory = MemoryCounters(strategy)
+            from gateway.pipeline.shared_counters import counters_for
+
+            # Shared by every worker of the machine under `server.workers` > 1.
+            self.memory = counters_for(strategy, "ratelimit")
         else:
             self.redis = RedisCounters(
                 storage, strategy, timeout=timeout, max_connections=max_connections

@@ -1,0 +1,169 @@
+"""`server.workers` = N: N processes serving the same listening sockets (SPEC §13).
+
+The supervisor (the process `gateway serve` started as) binds the sockets, creates the
+shared counter table (pipeline/shared_counters.py) and forks N workers. Every worker
+inherits the same listening sockets — one accept queue per listener, so a connection
+waits for whichever worker is free, and a dying worker strands nothing in a queue of its
+own (unlike per-worker SO_REUSEPORT sockets) — and runs the usual single-process server
+on them with its own event loop, store connection and key cache.
+
+- Limits stay exact across workers: `memory://` counters and every listener's
+  failed-attempt throttle live in the shared table; Redis counters are shared anyway.
+- Revokes reach every worker as they reach every replica: each worker follows the
+  store's change feed (SQLite: the `changes` table; Redis: pub/sub) and registers with
+  the store as a running gateway, so key commands wait for every worker.
+- A worker that dies is replaced (its index and log lines stay); five quick deaths in a
+  row, or a worker failing before any worker was ever ready (a bad config, an
+  unreachable store), stop the supervisor with that worker's exit code.
+- SIGTERM / SIGINT to the supervisor: every worker gets SIGTERM and stops gracefully
+  (in-flight requests finish); a second signal is passed on too, which makes the
+  workers stop waiting. Workers run in their own process group, so a terminal's Ctrl-C
+  reaches them through the supervisor only, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("gateway")
+
+QUICK_SECONDS = 2.0  # a worker that dies sooner than this after its start died "quickly"
+QUICK_LIMIT = 5  # that many quick deaths in a row: give up
+RESTART_DELAY = 0.2
+
+
+class Supervisor:
+    """Forks `count` workers running `work(index, ready)` and keeps them running."""
+
+    def __init__(self, count: int, work: Callable[[int, Callable[[], None]], None]) -> None:
+        self.count = count
+        self.work = work
+        self.children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
+        self.signals = 0
+        self.ever_ready = False
+        self.pid = os.getpid()
+        self._ready_read, self._ready_write = os.pipe()
+        os.set_blocking(self._ready_read, False)
+
+    def run(self) -> int:
+        """Until every worker stopped after a signal (0), or the workers keep failing
+        (their exit code). Blocking; call before any event loop or thread exists."""
+        from gateway.pipeline import shared_counters
+
+        table = shared_counters.create_table()
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            for index in range(self.count):
+                if not self.signals:
+                    self._spawn(index, table)
+            log.info("gateway supervisor: %d workers (pids %s)", self.count, self.pids())
+            return self._watch(table)
+        finally:
+            if os.getpid() == self.pid:  # a failing worker unwinds through here too
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+                os.close(self._ready_read)
+                os.close(self._ready_write)
+
+    def pids(self) -> list[int]:
+        return sorted(self.children)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if os.getpid() != self.pid:  # a worker between fork and its own handlers
+            os._exit(0)
+        self.signals += 1
+        self._tell_all(signal.SIGTERM)
+
+    def _tell_all(self, sig: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    def _spawn(self, index: int, table: object) -> None:
+        from gateway import logs
+
+        # No thread may run across a fork (a lock it holds would stay locked in the
+        # child): the log writer thread is flushed and stopped, and started again on
+        # both sides.
+        configured = logs._writer is not None
+        logs._stop_writer()
+        pid = os.fork()
+        if configured:
+            logs.configure_logging()
+        if pid == 0:  # the worker
+            self._become_worker(index, table)
+        self.children[pid] = (index, time.monotonic())
+
+    def _become_worker(self, index: int, table: object) -> None:
+        from gateway.pipeline import shared_counters
+
+        os.setpgid(0, 0)  # the terminal's Ctrl-C reaches the supervisor only
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)  # the worker's loop installs its own
+        os.close(self._ready_read)
+        shared_counters.attach(table)  # type: ignore[arg-type]
+        write = self._ready_write
+
+        def ready() -> None:
+            with contextlib.suppress(OSError):
+                os.write(write, b"r")
+
+        # A startup failure raises out of here and ends this process the way a single
+        # process ends (one message, the documented exit code).
+        self.work(index, ready)
+        os._exit(0)
+
+    def _watch(self, table: object) -> int:
+        quick = 0
+        while self.children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            self._drain_ready()
+            entry = self.children.pop(pid, None)
+            if entry is None:
+                continue
+            index, started = entry
+            code = os.waitstatus_to_exitcode(status)
+            if self.signals:
+                continue  # stopping: wait for the others
+            if not self.ever_ready and code != 0:
+                log.error("gateway worker %d failed to start (exit %s); stopping", index, code)
+                self._stop_all()
+                return code if code > 0 else 1
+            quick = quick + 1 if time.monotonic() - started < QUICK_SECONDS else 0
+            if quick >= QUICK_LIMIT:
+                log.error("gateway workers keep dying (last exit %s); stopping", code)
+                self._stop_all()
+                return code if code > 0 else 1
+            log.warning(
+                "gateway worker %d (pid %d) exited (%s); starting another", index, pid, code
+            )
+            if quick:
+                time.sleep(RESTART_DELAY * quick)
+            if not self.signals:
+                self._spawn(index, table)
+        return 0
+
+    def _drain_ready(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            if os.read(self._ready_read, 4096):
+                self.ever_ready = True
+
+    def _stop_all(self) -> None:
+        self.signals += 1
+        self._tell_all(signal.SIGTERM)
+        while self.children:
+            try:
+                pid, _ = os.wait()
+            except ChildProcessError:
+                break
+            self.children.pop(pid, None)

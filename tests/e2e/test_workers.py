@@ -1,0 +1,156 @@
+"""`gateway serve` with `server.workers = 2` (SPEC §13): real processes, real HTTP.
+
+- one limit per key across the workers (the embedded default's memory counters are ONE
+  shared table, not a share per worker), on SQLite and on Redis;
+- the failed-attempt throttle is shared the same way;
+- a revoke has reached every worker when `gateway keys revoke` returns;
+- a killed worker is replaced, and SIGTERM stops the supervisor and every worker (0).
+
+Every request goes on a new connection, so the kernel hands them to both workers; that
+both really served is checked from their CPU time (/proc/<pid>/stat).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import (
+    KEY_VALUES,
+    ROOT,
+    Gateway,
+    Upstream,
+    clean_env,
+    launch_gateway,
+    wait_for,
+)
+
+WORKERS = 2
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def burst(url: str, headers: dict[str, str], count: int) -> list[httpx.Response]:
+    """`count` requests, 8 at a time, each on a connection of its own."""
+
+    def one(_: int) -> httpx.Response:
+        with httpx.Client(timeout=10) as client:
+            return client.get(url + "/anything", headers={**headers, "Connection": "close"})
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, range(count)))
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def gateway(request: pytest.FixtureRequest, tmp_path: Path, upstream: Upstream) -> Gateway:
+    storage = {"url": f"sqlite:///{tmp_path / 'gw' / 'gateway.db'}"}
+    if request.param == "redis":
+        storage = {"url": request.getfixturevalue("redis_url")}
+    gw = launch_gateway(
+        tmp_path / "gw",
+        upstream.url,
+        server={"workers": WORKERS},
+        storage=storage,
+        auth={"failed_attempts_limit": "7/day"},
+    )
+    gw.storage_url = storage["url"]
+    request.addfinalizer(gw.proc.stop)
+    wait_for(lambda: len(children(gw.proc.pid)) == WORKERS, 10, "the workers")
+    return gw
+
+
+def test_one_limit_and_one_throttle_across_workers(gateway: Gateway) -> None:
+    workers = children(gateway.proc.pid)
+    before = {pid: cpu_ticks(pid) for pid in workers}
+    key = gateway.create_key(rateLimit="40/day")
+    # Per day: a sliding window crossing a boundary mid-test would rightly admit one more.
+    answers = burst(gateway.url, {"X-API-Key": key.value}, 100)
+    codes = [r.status_code for r in answers]
+    assert codes.count(200) == 40, codes  # exactly the limit, not 40 per worker
+    assert codes.count(429) == 60
+    # Bad keys from one address: the throttle counts them in one table too.
+    bad = "gw_" + "A" * 38
+    KEY_VALUES.add(bad)
+    refused = burst(gateway.url, {"X-API-Key": bad}, 20)
+    codes = [r.json()["error"]["code"] for r in refused]
+    assert codes.count("INVALID_API_KEY") == 7, codes
+    assert codes.count("TOO_MANY_FAILED_ATTEMPTS") == 13
+    served = [pid for pid in workers if cpu_ticks(pid) - before[pid] >= 5]
+    assert len(served) == WORKERS, "both workers should have served requests"
+
+
+def test_a_revoke_has_reached_every_worker_when_the_cli_returns(gateway: Gateway) -> None:
+    key = gateway.create_key(rateLimit="100000/minute")
+    wait_for(
+        lambda: len(gateway.run(lambda s: s.store.live_gateways())) >= WORKERS,
+        10,
+        "every worker's record in the store",
+    )
+    assert {r.status_code for r in burst(gateway.url, {"X-API-Key": key.value}, 16)} == {200}
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "revoke", key.id, "--yes"],
+        env=clean_env(GATEWAY_STORAGE__URL=gateway.storage_url),
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = burst(gateway.url, {"X-API-Key": key.value}, 24)
+    codes = [r.json()["error"]["code"] for r in answers if r.status_code != 200]
+    assert len(codes) == 24  # none admitted, by any worker
+    # A revoked key is a failed attempt: 7 (the throttle's limit) then throttled.
+    assert codes.count("KEY_REVOKED") == 7, codes
+    assert codes.count("TOO_MANY_FAILED_ATTEMPTS") == 17
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_all(gateway: Gateway) -> None:
+    key = gateway.create_key(rateLimit="100000/minute")
+    first = children(gateway.proc.pid)
+    os.kill(first[0], signal.SIGKILL)
+    replaced = wait_for(
+        lambda: (now := children(gateway.proc.pid)) != first and len(now) == WORKERS and now,
+        15,
+        "a new worker",
+    )
+    assert first[1] in replaced and first[0] not in replaced
+    wait_for(
+        lambda: all(r.status_code == 200 for r in burst(gateway.url, {"X-API-Key": key.value}, 8)),
+        15,
+        "the new worker to serve",
+    )
+    started = time.monotonic()
+    assert gateway.proc.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 15
+    for pid in replaced:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+    log = gateway.proc.log()
+    assert "starting another" in log
+    assert "Traceback" not in log
