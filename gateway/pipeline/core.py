@@ -275,12 +275,26 @@ class DecisionCore:
             value = extract_key(presented, key_headers) if presented else None
             if value is None:
                 raise GatewayError("MISSING_API_KEY")
-            try:
-                key = await resources.verifier.verify(value)
-            except GatewayError as exc:
-                if exc.code in FAILED_ATTEMPT_CODES:
-                    self.throttle.failed(client_ip)
-                raise
+            verifier = resources.verifier
+            key = verifier.cached(value)  # the hot path: a known valid key, no lookup
+            if key is None and verifier.in_flight(value):
+                try:  # joins a lookup already counted: no evaluation of its own
+                    key = await verifier.verify(value)
+                except GatewayError as exc:
+                    if exc.code in FAILED_ATTEMPT_CODES:
+                        self.throttle.failed(client_ip)
+                    raise
+            elif key is None:
+                # Counted before the lookup, given back unless it failed (SPEC §13): N
+                # concurrent bad values from one IP never evaluate more than the limit.
+                counted = self.throttle.attempt(client_ip)
+                try:
+                    key = await verifier.verify(value)
+                except GatewayError as exc:
+                    if exc.code not in FAILED_ATTEMPT_CODES:
+                        self.throttle.give_back(client_ip, counted)
+                    raise
+                self.throttle.give_back(client_ip, counted)
             del value
             decision.key = key
             if self.admin:

@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from gateway import metrics
 from gateway.errors import GatewayError, invalid_request
@@ -114,24 +115,39 @@ class KeyVerifier:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def cached(self, value: str) -> ApiKey | None:
+        """The key of `value` if the cache alone proves it valid now (no lookup), else None.
+
+        The hot path — a known, valid key — looks in the cache before checking the shape:
+        only digests of well-formed values are ever cached, so a hit proves the shape
+        (HMAC collisions aside). The length test keeps the HMAC's input bounded."""
+        if len(value) != self.length:
+            return None
+        entry = self._cache.get(self.service.digest(value))
+        if (
+            entry is not None
+            and self.clock is utcnow
+            and time.time() < entry.good_until
+            and self.monotonic() - entry.loaded < self.cache_ttl
+        ):
+            metrics.TALLY.cache_hits += 1
+            return entry.match.key
+        return None
+
+    def in_flight(self, value: str) -> bool:
+        """Whether a store lookup of `value` is already under way (a request joining it
+        causes no lookup of its own)."""
+        if len(value) != self.length:
+            return False
+        shared = self._pending.get(self.service.digest(value))
+        return shared is not None and shared[1] == self._generation
+
     async def verify(self, value: str) -> ApiKey:
         """The active, unexpired key `value` belongs to; else GatewayError (401 / 503)."""
-        # The hot path — a known, valid key — looks in the cache before checking the
-        # shape: only digests of well-formed values are ever cached, so a hit proves the
-        # shape (HMAC collisions aside), and the check costs as much as the HMAC. The
-        # length test keeps the HMAC's input bounded for junk values.
-        digest = None
-        if len(value) == self.length:
-            digest = self.service.digest(value)
-            entry = self._cache.get(digest)
-            if (
-                entry is not None
-                and self.clock is utcnow
-                and time.time() < entry.good_until
-                and self.monotonic() - entry.loaded < self.cache_ttl
-            ):
-                metrics.TALLY.cache_hits += 1
-                return entry.match.key
+        key = self.cached(value)
+        if key is not None:
+            return key
+        digest = self.service.digest(value) if len(value) == self.length else None
         if digest is None or not is_well_formed(value, self.prefix):
             raise GatewayError("INVALID_API_KEY")
         match = await self._match(digest)
@@ -222,6 +238,9 @@ class FailedAttempts:
         outcome = self.counters.acquire(ip, self.policy, int(self.clock() * 1000), hit=False)
         if outcome.admitted:
             return
+        self._reject(outcome)
+
+    def _reject(self, outcome: Any) -> None:
         from gateway.pipeline.ratelimit import retry_after, seconds_text
 
         seconds = retry_after(outcome)
@@ -231,6 +250,20 @@ class FailedAttempts:
             {"retryAfter": seconds},
             headers={"Retry-After": str(seconds)},
         )
+
+    def attempt(self, ip: str) -> int:
+        """Count one attempt of `ip` BEFORE its value is looked up, so that N concurrent
+        bad values never evaluate more than the limit (SPEC §13); 429 when the limit is
+        used up. Returns the moment counted, for `give_back`."""
+        now = int(self.clock() * 1000)
+        outcome = self.counters.acquire(ip, self.policy, now)
+        if not outcome.admitted:
+            self._reject(outcome)
+        return now
+
+    def give_back(self, ip: str, at_ms: int) -> None:
+        """Undo `attempt` (the value was valid, or the store could not tell)."""
+        self.counters.release(ip, self.policy, at_ms)
 
     def failed(self, ip: str) -> None:
         self.counters.acquire(ip, self.policy, int(self.clock() * 1000))

@@ -280,6 +280,22 @@ class MemoryCounters:
         remaining, reset = self._report(state, limit, now_ms)
         return Outcome(admits, now_ms, ((admits, remaining if remaining > 0 else 0, reset),))
 
+    def release(self, subject: str, policy: Policy, at_ms: int) -> None:
+        """Take back one request counted at `at_ms` (sliding-window-counter only: the
+        failed-attempt throttle's "given back if the key turns out valid")."""
+        by_limit = self._states.get(subject)
+        if by_limit is None or self.strategy != "sliding-window-counter":
+            return
+        for limit in policy.limits:
+            state = by_limit.get(limit.ident)
+            if state is None:
+                continue
+            index = at_ms // limit.period_ms
+            if state[0] == index and state[1] > 0:
+                state[1] -= 1
+            elif state[0] == index + 1 and state[2] > 0:
+                state[2] -= 1
+
     def known(self, subject: str, policy: Policy) -> bool:
         """Whether `subject` has counters (cheap: lets callers skip an untouched one)."""
         return subject in self._states
