@@ -20,6 +20,7 @@ request's own method and path are the original ones, `authz.path_prefix` removed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
@@ -42,8 +43,9 @@ _URI_HEADERS = (b"x-forwarded-uri", b"x-original-uri", b"x-original-url")
 UPSTREAM_HEADERS = ("X-Gateway-Key-Id", "X-Gateway-Key-Scope", "X-Request-ID")
 _KEY_ID = b"x-gateway-key-id"
 _KEY_SCOPE = b"x-gateway-key-scope"
+_FORWARDED = frozenset((*_METHOD_HEADERS, *_URI_HEADERS))
 # A method is an HTTP token; anything else in a forwarded header is not believed.
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Answer:
@@ -64,6 +66,7 @@ class OriginalRequest:
     def __init__(self, settings: Settings) -> None:
         self.path_prefix = settings.authz.path_prefix
         self.client_ip = ClientIP(settings.server.trusted_proxies)
+        self.trusting = bool(self.client_ip.networks)
 
     def __call__(
         self, method: str, target: bytes, headers: Sequence[tuple[bytes, bytes]], peer: str | None
@@ -73,29 +76,37 @@ class OriginalRequest:
         `method` and `target` are the authz request's own; the forwarded headers count
         only when the peer is a trusted proxy (a spoofed one changes nothing). Raises
         400 INVALID_REQUEST when they name two different requests."""
-        if peer is not None and self.client_ip.networks and self.client_ip.is_trusted(peer):
-            uris: set[bytes] = set()
-            methods: set[bytes] = set()
+        if self.trusting and peer is not None and self.client_ip.is_trusted(peer):
+            uri = forwarded = None
+            conflict = b""
             for name, value in headers:
-                if name in _URI_HEADERS:
-                    uris.add(_target_of(value.strip()))
-                elif name in _METHOD_HEADERS:
-                    methods.add(value.strip().upper())
-            if uris:
+                if name in _FORWARDED:
+                    if name in _URI_HEADERS:
+                        value = _target_of(value.strip())
+                        if uri is None:
+                            uri = value
+                        elif value != uri:
+                            conflict = b"uri"
+                    else:
+                        value = value.strip().upper()
+                        if forwarded is None:
+                            forwarded = value
+                        elif value != forwarded and not conflict:
+                            conflict = b"method"
+            if uri is not None:
                 # Two different answers to "which request?" (e.g. a client's own
                 # X-Forwarded-Uri next to nginx's X-Original-URI): believe neither.
-                if len(uris) > 1:
+                if conflict == b"uri":
                     raise invalid_request(
                         "X-Forwarded-Uri", "the request names different original URIs"
                     )
-                if len(methods) > 1:
+                if conflict:
                     raise invalid_request(
                         "X-Forwarded-Method", "the request names different original methods"
                     )
-                forwarded = methods.pop() if methods else b""
-                if forwarded and _is_token(forwarded):
+                if forwarded and _TOKEN.fullmatch(forwarded):
                     method = forwarded.decode("ascii")
-                raw = _path_of(uris.pop())
+                raw = _path_of(uri)
                 return method, unquote(raw.decode("latin-1")), raw
         raw = _path_of(target)
         prefix = self.path_prefix
@@ -172,10 +183,6 @@ def _nginx_mode(headers: Sequence[tuple[bytes, bytes]]) -> bool:
         if name == MODE_HEADER:
             return value.strip().lower() == NGINX_MODE
     return False
-
-
-def _is_token(value: bytes) -> bool:
-    return all(byte in _TOKEN for byte in value)
 
 
 def _target_of(uri: bytes) -> bytes:

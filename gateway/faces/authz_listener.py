@@ -8,6 +8,9 @@ and the SPEC §7 edge limits: a head over `max_header_bytes` or with more than
 (a plain close when nothing arrived); an idle keep-alive connection closed after
 `keepalive_timeout`. A body, if a proxy sends one, is read and dropped (over
 `max_body_bytes` → 413 and close).
+
+Cheap per check: timeouts are deadlines on the connection, checked by one periodic sweep
+of the server, not a timer armed and cancelled per request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ log = logging.getLogger("gateway")
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _MAX_PIPELINED = 16  # queued requests before we stop reading from the connection
+_NO_DEADLINE = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ class AuthzProtocol(asyncio.Protocol):
         self.face = face
         self.limits = limits
         self.server = server
-        self.loop = asyncio.get_running_loop()
+        self.loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.client: tuple[str, int] | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -84,7 +88,8 @@ class AuthzProtocol(asyncio.Protocol):
         self.body_bytes = 0
         self.error: GatewayError | None = None
         self.queued = False
-        self.timer: asyncio.TimerHandle | None = None
+        # loop.time() after which the server's sweep acts (see _expired).
+        self.deadline = _NO_DEADLINE
 
     # --- connection ----------------------------------------------------------------------
 
@@ -94,11 +99,10 @@ class AuthzProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
         self.server.connections.add(self)
-        self._arm(self.limits.header_timeout)
+        self.deadline = self.loop.time() + self.limits.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self._disarm()
         self.server.connections.discard(self)
         self.queue.clear()
 
@@ -122,10 +126,10 @@ class AuthzProtocol(asyncio.Protocol):
                     {"field": "request", "reason": "malformed HTTP/1.1 request"},
                 )
         if self.error is not None:
-            self.queue.clear()
+            # Answer what came complete before the problem, then the problem; close.
             self.transport.pause_reading()  # type: ignore[union-attr]
-            if not self.busy:
-                self._fail()
+        if not self.busy:
+            self._drain()
 
     # --- httptools callbacks -------------------------------------------------------------
 
@@ -136,8 +140,8 @@ class AuthzProtocol(asyncio.Protocol):
         self.body_bytes = 0
         self.in_head = True
         self.queued = False
-        if not self.busy:
-            self._arm(self.limits.header_timeout)
+        if not self.busy and not self.queue:
+            self.deadline = self.loop.time() + self.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -161,8 +165,6 @@ class AuthzProtocol(asyncio.Protocol):
         self.queued = True
         if self.error is not None:
             return
-        if not self.busy:
-            self._disarm()
         parser = self.parser
         self.queue.append(
             _Request(
@@ -172,9 +174,8 @@ class AuthzProtocol(asyncio.Protocol):
                 parser.should_keep_alive() and not parser.should_upgrade(),
             )
         )
-        if not self.busy:
-            self._next()
-        elif len(self.queue) >= _MAX_PIPELINED and not self.paused:
+        self.deadline = _NO_DEADLINE  # answering now; the next head's clock starts after
+        if len(self.queue) >= _MAX_PIPELINED and not self.paused:
             self.paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]
 
@@ -185,15 +186,31 @@ class AuthzProtocol(asyncio.Protocol):
 
     # --- answering -----------------------------------------------------------------------
 
-    def _next(self) -> None:
-        request = self.queue.popleft()
-        self.busy = True
-        if self.paused and len(self.queue) < _MAX_PIPELINED // 2:
-            self.paused = False
-            self.transport.resume_reading()  # type: ignore[union-attr]
-        task = self.loop.create_task(self._answer(request))
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
+    def _drain(self) -> None:
+        """Answer the next queued request (in order); its task drains the rest."""
+        if self.queue and not self.busy and not self.closing:
+            request = self.queue.popleft()
+            if self.paused and len(self.queue) < _MAX_PIPELINED // 2:
+                self.paused = False
+                self.transport.resume_reading()  # type: ignore[union-attr]
+            self.busy = True
+            # A task, not a hand-driven coroutine: the store and Redis clients need a
+            # current task (asyncio.timeout).
+            task = self.loop.create_task(self._answer(request))
+            self.server.tasks.add(task)
+            task.add_done_callback(self._answered)
+            return
+        if not self.busy and not self.closing:
+            if self.error is not None:
+                self._fail()  # a request on this connection broke a rule
+            elif self.in_head:
+                self.deadline = self.loop.time() + self.limits.header_timeout
+            else:
+                self.deadline = self.loop.time() + self.limits.keepalive_timeout
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self.server.tasks.discard(task)
+        self._drain()
 
     async def _answer(self, request: _Request) -> None:
         try:
@@ -202,28 +219,18 @@ class AuthzProtocol(asyncio.Protocol):
             )
         except Exception:  # the core answers request problems itself; this is a bug
             log.exception("authz listener: unexpected error")
-            error = GatewayError("INTERNAL_ERROR")
-            answer = Answer(500, [], error_body(error, new_request_id()))
-            answer.headers.append((b"content-type", b"application/json"))
+            answer = _error_answer(GatewayError("INTERNAL_ERROR"))
         self.busy = False
         if self.closing:
             return
-        keep_alive = request.keep_alive and not self.server.stopping and self.error is None
+        keep_alive = request.keep_alive and not self.server.stopping
         self._write(answer, keep_alive, head_only=request.method == "HEAD")
-        if self.error is not None:
-            self._fail()  # a later request on this connection broke a rule
-        elif not keep_alive:
+        if not keep_alive:
             self._close()
-        elif self.queue:
-            self._next()
-        else:
-            self._arm(self.limits.keepalive_timeout)
 
     def _write(self, answer: Answer, keep_alive: bool, *, head_only: bool = False) -> None:
         status = answer.status
-        parts = [
-            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown")),
-        ]
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
         for name, value in answer.headers:
             if name != b"content-length":
                 parts.append(b"%s: %s\r\n" % (name, value))
@@ -237,30 +244,20 @@ class AuthzProtocol(asyncio.Protocol):
 
     def _fail(self) -> None:
         """Answer `self.error` (bad framing, edge limits: never decided on), then close."""
-        if self.error is not None and self.transport is not None:
+        if self.error is not None and self.transport is not None and not self.closing:
             self._write(_error_answer(self.error), keep_alive=False)
         self._close()
 
     def _close(self) -> None:
         self.closing = True
-        self._disarm()
+        self.deadline = _NO_DEADLINE
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
-    # --- timers --------------------------------------------------------------------------
+    # --- timeouts (called by the server's sweep) -----------------------------------------
 
-    def _arm(self, seconds: float) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(seconds, self._timeout)
-
-    def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _timeout(self) -> None:
-        self.timer = None
+    def expired(self) -> None:
+        self.deadline = _NO_DEADLINE
         if self.busy or self.closing:
             return
         if self.in_head:
@@ -305,14 +302,26 @@ class AuthzServer:
         self.connections: set[AuthzProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
         self._server: asyncio.base_events.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        # Timeouts act at most this late.
+        shortest = min(limits.header_timeout, limits.keepalive_timeout)
+        self.sweep_interval = min(1.0, max(0.05, shortest / 4))
 
     async def start(self, sock: object) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_server(
             lambda: AuthzProtocol(self.face, self.limits, self),
             sock=sock,  # type: ignore[arg-type]
         )
+        self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in [c for c in self.connections if c.deadline <= now]:
+            conn.expired()
+        self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight answers finish (up to `grace` s), close the rest."""
@@ -325,5 +334,7 @@ class AuthzServer:
             await asyncio.wait(list(self.tasks), timeout=grace)
         for conn in list(self.connections):
             conn._close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             await self._server.wait_closed()

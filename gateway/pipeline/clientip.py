@@ -38,6 +38,9 @@ class ClientIP:
             ipaddress.ip_network(item, strict=False) for item in trusted_proxies
         )
         self._verdicts: dict[str, bool] = {}
+        # X-Forwarded-For entry -> (its address as text, or None; whether it is trusted):
+        # a proxy sends the same few entries over and over (ipaddress parsing is slow).
+        self._entries: dict[str, tuple[str | None, bool]] = {}
 
     def is_trusted(self, host: str) -> bool:
         verdict = self._verdicts.get(host)
@@ -60,11 +63,23 @@ class ClientIP:
             if entry.strip()
         ]
         for entry in reversed(entries):
-            address = _parse(entry)
-            if address is None:
+            text, trusted = self._entry(entry)
+            if text is None:
                 # Not an address: whoever wrote it is not a proxy we trust to say more.
                 return entry[:64]
-            if not any(address in net for net in self.networks):
-                return str(address)
+            if not trusted:
+                return text
         # Every hop is a trusted proxy: the left-most one is the farthest we know.
-        return str(_parse(entries[0])) if entries else peer
+        return str(self._entry(entries[0])[0]) if entries else peer
+
+    def _entry(self, entry: str) -> tuple[str | None, bool]:
+        known = self._entries.get(entry)
+        if known is None:
+            address = _parse(entry)
+            if address is None:
+                known = (None, False)
+            else:
+                known = (str(address), any(address in net for net in self.networks))
+            if len(self._entries) < 10_000:
+                self._entries[entry] = known
+        return known
