@@ -292,6 +292,31 @@ class SharedCounters:
 
     # --- the rest of MemoryCounters' interface -------------------------------------------
 
+    def release(self, subject: str, policy: Policy, at_ms: int) -> None:
+        """Take back one request counted at `at_ms` (sliding-window-counter only), as
+        `MemoryCounters.release`."""
+        if self.strategy != "sliding-window-counter":
+            return
+        table, data = self.table, self.table.map
+        for limit in policy.limits:
+            partition, key = self._key(subject, limit)
+            table.lock(partition)
+            try:
+                offset, fresh = table.find(partition, key, at_ms, create=False)
+                if offset < 0 or fresh:
+                    continue
+                found, expires, index, current, previous, _ = SLOT.unpack_from(data, offset)
+                window = at_ms // limit.period_ms
+                if index == window and current > 0:
+                    current -= 1
+                elif index == window + 1 and previous > 0:
+                    previous -= 1
+                else:
+                    continue
+                SLOT.pack_into(data, offset, found, expires, index, current, previous, 0)
+            finally:
+                table.unlock(partition)
+
     def known(self, subject: str, policy: Policy) -> bool:
         """Whether `subject` may have counters (a lock-free peek; a miss skips the check)."""
         partition, key = self._key(subject, policy.limits[0])

@@ -35,13 +35,12 @@ async def test_valid_keys_give_their_attempt_back(
 ) -> None:
     gateway = start_gateway(upstream.url, auth={"failed_attempts_limit": "5/minute"})
     good = [gateway.create_key(rateLimit="1000/minute") for _ in range(5)]
-    # 5 fresh valid keys at once, each looked up, and 20 more requests joining the first
-    # one's lookup: none of them is a failed attempt.
+    # 5 fresh valid keys at once, each looked up (5 attempts in flight, the limit), then
+    # given back: the 5 bad values after them are all still evaluated.
     answers = await asyncio.gather(
-        *(fetch(gateway.port, "/", {"X-API-Key": key.value}) for key in good),
-        *(fetch(gateway.port, "/", {"X-API-Key": good[0].value}) for _ in range(20)),
+        *(fetch(gateway.port, "/", {"X-API-Key": key.value}) for key in good)
     )
-    assert [a.status for a in answers] == [200] * 25
+    assert [a.status for a in answers] == [200] * 5, [a.code for a in answers]
     bad = [generate_key() for _ in range(5)]
     KEY_VALUES.update(bad)
     answers = await asyncio.gather(*(fetch(gateway.port, "/", {"X-API-Key": v}) for v in bad))
