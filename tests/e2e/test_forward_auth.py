@@ -427,3 +427,27 @@ async def test_store_down_is_503_for_a_key_that_must_be_looked_up(
     expected = await call(http, serve.url, "/x", key=keys["serve"])
     assert (expected.status, expected.json()["error"]["code"]) == (503, "SERVICE_UNAVAILABLE")
     assert_same_answer(got, expected)
+
+
+# --- the gateway unreachable: fail closed -------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "status"), [("nginx", 500), ("caddy", 502), ("envoy", 503)])
+async def test_gateway_unreachable_fails_closed(
+    name: str,
+    status: int,
+    upstream: Upstream,
+    http: aiohttp.ClientSession,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.e2e.conftest import free_port
+
+    nobody = free_port()  # nothing listens here
+    proxy = start_front(name, tmp_path_factory.mktemp(name), nobody, upstream.port)
+    try:
+        got = await call(http, proxy.url, "/x", key=_unknown_key())
+    finally:
+        proxy.proc.stop()
+    assert got.status == status, got
+    if name == "envoy":  # local_reply_config: the JSON envelope
+        assert got.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
