@@ -40,7 +40,7 @@ from gateway.keys.model import (
 )
 from gateway.keys.service import KeyService
 from gateway.settings import ConfigError, Settings, load_settings
-from gateway.store.base import StoreError
+from gateway.store.base import StoreError, missing_store
 from gateway.store.presence import WAIT_SECONDS, wait_applied
 
 T = TypeVar("T")
@@ -133,12 +133,25 @@ def _run_with_service(
     ctx: click.Context,
     as_json: bool,
     action: Callable[[KeyService, str], Awaitable[T]],
+    *,
+    reads_only: bool = False,
 ) -> T:
-    """Open the configured store, run `action(service, request_id)`, close the store."""
+    """Open the configured store, run `action(service, request_id)`, close the store.
+
+    With `reads_only`, a store that does not exist is an error naming its path: a command
+    that only reads never creates one (nor its secret file)."""
     from gateway.runtime import key_service
 
     settings = _settings(ctx)
     request_id = new_request_id()
+    missing = missing_store(settings.storage.url) if reads_only else None
+    if missing is not None:
+        _fail(
+            f"there is no key store at {missing} (storage.url = {settings.storage.url!r}); "
+            "nothing was created. Check --config / GATEWAY_CONFIG and storage.url "
+            "(a relative path in a config file is relative to that file's folder).",
+            EXIT_RULES,
+        )
 
     async def run() -> T:
         async with key_service(settings) as service:
@@ -470,7 +483,7 @@ def keys_list(
     async def action(service: KeyService, request_id: str) -> Any:
         return await service.list(wanted, limit, cursor)
 
-    page = _run_with_service(ctx, as_json, action)
+    page = _run_with_service(ctx, as_json, action, reads_only=True)
     rotation_days = _settings(ctx).keys.rotation_days
     if as_json:
         _echo_json(render.key_list_body(page, rotation_days))
@@ -509,7 +522,7 @@ def keys_show(ctx: click.Context, key_id: str, as_json: bool) -> None:
     async def action(service: KeyService, request_id: str) -> Any:
         return await service.details(key_id)
 
-    key, summary = _run_with_service(ctx, as_json, action)
+    key, summary = _run_with_service(ctx, as_json, action, reads_only=True)
     rotation_days = _settings(ctx).keys.rotation_days
     if as_json:
         _echo_json(render.details_body(key, summary, rotation_days))
@@ -696,7 +709,7 @@ def audit(
     async def action(service: KeyService, request_id: str) -> Any:
         return await service.audit(key_id, limit, cursor)
 
-    page = _run_with_service(ctx, as_json, action)
+    page = _run_with_service(ctx, as_json, action, reads_only=True)
     if as_json:
         _echo_json(render.audit_list_body(page))
         return

@@ -218,6 +218,7 @@ async def run_gateway(
         shutdown.proxies.append(proxy)
         try:
             await runtime.start()
+            log_store(settings)
             if on_started is not None:
                 await on_started(runtime)
             admin = create_admin_app(runtime)
@@ -239,6 +240,13 @@ async def run_gateway(
             for sock in [*socks, authz_sock] if authz_sock is not None else socks:
                 sock.close()
     log.info("gateway stopped")
+
+
+def log_store(settings: Settings) -> None:
+    """Say which store this gateway opened: its absolute path, or its URL (no password)."""
+    from gateway.store.base import store_location
+
+    log.info("key store: %s", store_location(settings.storage.url))
 
 
 def _run(main: Awaitable[None]) -> None:
@@ -354,6 +362,7 @@ async def run_authz(
     with Shutdown().installed() as shutdown:
         try:
             await runtime.start()
+            log_store(settings)
             server = authz_listener(settings, runtime)
             if not shutdown.requested:
                 await server.start(sock)

@@ -344,6 +344,24 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
+# The file paths a config file may hold, as (section, setting): relative ones resolve
+# against the file's folder, not the working directory (SPEC §10).
+_FILE_PATHS = (("usage", "spool_path"), ("server", "tls_cert"), ("server", "tls_key"))
+
+
+def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
+    """Make the relative paths of a config file's `data` absolute, from `folder`."""
+    from gateway.store.base import absolute_store_url
+
+    storage = data.get("storage")
+    if isinstance(storage, dict) and isinstance(storage.get("url"), str):
+        storage["url"] = absolute_store_url(storage["url"], folder)
+    for section, name in _FILE_PATHS:
+        values = data.get(section)
+        if isinstance(values, dict) and isinstance(values.get(name), str) and values[name]:
+            values[name] = str(folder / Path(values[name]).expanduser())
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     lines = []
     for problem in exc.errors():
@@ -402,6 +420,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     if path is not None:
         file_path = Path(path)
         data = _read_toml(file_path)
+        _resolve_paths(data, file_path.resolve().parent)
         source = f"{file_path} (or its GATEWAY_* environment overrides)"
         # BaseSettings takes `_env_file`, `_cli_parse_args`... as init arguments: a file
         # must never reach those, so a top-level name with "_" is just an unknown setting.

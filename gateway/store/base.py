@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from gateway.errors import GatewayError
@@ -265,6 +266,37 @@ def sqlite_path(url: str) -> str:
     if not path or path == ":memory:":
         raise ValueError("sqlite:// URL needs a file path, e.g. sqlite:///gateway.db")
     return path
+
+
+def absolute_store_url(url: str, folder: Path) -> str:
+    """`url` with a relative SQLite path made absolute from `folder` (other URLs as they are);
+    a config file's relative paths follow the file, not the working directory."""
+    if not url.startswith("sqlite://"):
+        return url
+    try:
+        path = Path(sqlite_path(url)).expanduser()
+    except ValueError:
+        return url  # the settings report it
+    return f"sqlite:///{folder / path}"
+
+
+def missing_store(url: str) -> Path | None:
+    """The absolute path of an embedded store that does not exist yet (None: it exists, or
+    the store is a server). Commands that only read check it, so they never create one."""
+    if not url.startswith("sqlite://"):
+        return None
+    path = Path(sqlite_path(url)).expanduser().absolute()
+    return None if path.exists() else path
+
+
+def store_location(url: str) -> str:
+    """What to tell a user about the store a URL opens: the absolute file path (SQLite), or
+    the URL without its password."""
+    if url.startswith("sqlite://"):
+        return str(Path(sqlite_path(url)).expanduser().absolute())
+    from gateway.secret import redact_url
+
+    return redact_url(url)
 
 
 def parse_cursor(text: str, field: str = "cursor") -> int:

@@ -253,3 +253,29 @@ def test_any_bytes_give_settings_or_config_error(data: bytes) -> None:
             load_settings(path)
         except ConfigError as error:
             assert str(path) in str(error)
+
+
+def test_relative_paths_in_a_config_file_follow_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "gw.toml").write_text(
+        '[storage]\nurl = "sqlite:///data/gw.db"\n[usage]\nspool_path = "spool/usage"\n',
+        encoding="utf-8",
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings("../conf/gw.toml")
+    assert settings.storage.url == f"sqlite:///{conf / 'data' / 'gw.db'}"
+    assert settings.usage.spool_path == str(conf / "spool" / "usage")
+    # Absolute paths stay; the environment's and the defaults' follow the working directory.
+    (conf / "abs.toml").write_text('[storage]\nurl = "sqlite:////srv/gw.db"\n', encoding="utf-8")
+    assert load_settings(conf / "abs.toml").storage.url == "sqlite:////srv/gw.db"
+    monkeypatch.setenv("GATEWAY_STORAGE__URL", "sqlite:///here.db")
+    assert load_settings(conf / "gw.toml").storage.url == "sqlite:///here.db"
+    monkeypatch.delenv("GATEWAY_STORAGE__URL")
+    assert load_settings().storage.url == "sqlite:///gateway.db"
+    (conf / "redis.toml").write_text('[storage]\nurl = "redis://h:6379/0"\n', encoding="utf-8")
+    assert load_settings(conf / "redis.toml").storage.url == "redis://h:6379/0"
