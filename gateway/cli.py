@@ -146,6 +146,10 @@ def _run_with_service(
     request_id = new_request_id()
     missing = missing_store(settings.storage.url) if reads_only else None
     if missing is not None:
+        from gateway.secret import secret_from_environment
+
+        with _failures(as_json, request_id, "read GATEWAY_SECRET"):
+            secret_from_environment()  # a bad secret is reported first (exit 2)
         _fail(
             f"there is no key store at {missing} (storage.url = {settings.storage.url!r}); "
             "nothing was created. Check --config / GATEWAY_CONFIG and storage.url "

@@ -35,11 +35,17 @@ def secret_file_for(storage_url: str) -> Path:
     return Path(sqlite_path(storage_url) + ".secret")
 
 
+def secret_from_environment() -> bytes | None:
+    """GATEWAY_SECRET, checked (ConfigError if too short), or None when it is not set."""
+    from_env = os.environ.get(ENV_VAR)
+    return None if from_env is None else _checked(from_env, "environment")
+
+
 def resolve_secret(settings: Settings) -> bytes:
     """The server secret for `settings`' store; raises ConfigError (exit 2) if there is none."""
-    from_env = os.environ.get(ENV_VAR)
+    from_env = secret_from_environment()
     if from_env is not None:
-        return _checked(from_env, "environment")
+        return from_env
     url = settings.storage.url
     if not url.startswith("sqlite://"):
         raise ConfigError(

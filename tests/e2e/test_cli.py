@@ -492,12 +492,19 @@ def test_bad_environment_setting_is_named(gw: Cli) -> None:
 
 
 def test_example_config_loads_with_every_default() -> None:
-    assert load_settings(EXAMPLE_CONFIG) == Settings()
+    # Its relative store path is relative to the file's folder (SPEC §10).
+    default = Settings().model_dump()
+    default["storage"]["url"] = f"sqlite:///{EXAMPLE_CONFIG.parent / 'gateway.db'}"
+    assert load_settings(EXAMPLE_CONFIG).model_dump() == default
 
 
 def test_example_config_runs_the_cli(gw: Cli) -> None:
+    # (GATEWAY_STORAGE__URL points at a new store; only a command that writes creates it.)
     result = gw("--config", str(EXAMPLE_CONFIG), "keys", "list", "--json")
-    assert result.code == 0 and result.json() == {"data": [], "nextCursor": None}, result
+    assert result.code == 1 and "there is no key store at" in result.err, result
+    assert gw("--config", str(EXAMPLE_CONFIG), *NEW).code == 0
+    result = gw("--config", str(EXAMPLE_CONFIG), "keys", "list", "--json")
+    assert result.code == 0 and len(result.json()["data"]) == 1, result
 
 
 def test_redis_without_secret_exits_2(gateway_env: dict[str, str]) -> None:
