@@ -8,6 +8,8 @@ import re
 import secrets
 from typing import Any
 
+from gateway.keys.format import contains_key
+
 # Default human messages per code; a raise site may pass a more specific one.
 MESSAGES: dict[str, str] = {
     "INVALID_REQUEST": "The request is not valid.",
@@ -118,10 +120,12 @@ def new_request_id() -> str:
 
 
 def accept_request_id(value: str | bytes | None) -> str:
-    """Keep a client's X-Request-ID if it is 1–128 visible ASCII characters, else make one."""
+    """Keep a client's X-Request-ID if it is 1–128 visible ASCII characters and holds no
+    key-shaped value (SPEC §14), else make one."""
     if value:
         if isinstance(value, bytes):
             value = value.decode("latin-1")
-        if _VISIBLE_ASCII.fullmatch(value):
+        # A key value sent as a request id would be logged and echoed: never kept.
+        if _VISIBLE_ASCII.fullmatch(value) and not contains_key(value):
             return value
     return new_request_id()

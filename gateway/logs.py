@@ -28,6 +28,8 @@ import threading
 import time
 from typing import IO, Any
 
+from gateway.keys.format import redact_keys
+
 ACCESS = logging.getLogger("gateway.access")
 _GATEWAY = logging.getLogger("gateway")
 _ROOT = logging.getLogger()
@@ -91,7 +93,9 @@ def log_access(
     path: str,
     client_ip: str,
 ) -> None:
-    """The one access line of a request (call only when `access_enabled()`)."""
+    """The one access line of a request (call only when `access_enabled()`). A key value
+    in the path is written as `[redacted]` (SPEC §14)."""
+    path = redact_keys(path)
     latency = round(latency_ms, 3)
     writer = _writer
     if writer is not None and writer.only_route_for_access():

@@ -14,7 +14,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.errors import GatewayError, accept_request_id
 from gateway.keys.model import ApiKey
 from gateway.pipeline.core import DecisionCore, RequestHead, render_error, send_response
@@ -82,6 +82,7 @@ class AdminGuard:
                 message = {**message, "headers": headers}
             await send(message)
 
+        outcome: str | None = None
         try:
             if decision.error is not None:
                 raise decision.error
@@ -89,6 +90,7 @@ class AdminGuard:
                 scope[ADMIN_KEY] = decision.key
             await self.app(scope, receive, send_with_id)
         except GatewayError as error:
+            outcome = error.code.lower()
             if started:
                 log.warning("error after the response started: %s", error.code)
                 return
@@ -97,22 +99,40 @@ class AdminGuard:
             # The store failed mid-request (e.g. Redis went away): a backend outage.
             log.warning("the key store failed during an admin request", exc_info=True)
             metrics.BACKEND_ERRORS.labels("store").inc()
+            outcome = "service_unavailable"
             if not started:
                 error = GatewayError("SERVICE_UNAVAILABLE", "The key store is unavailable.")
                 await send_error(send_with_id, error, request_id)
         except Exception:
             # A bug: log it with the request id, answer without the trace.
             log.exception("unexpected error in an admin request", extra={"requestId": request_id})
+            outcome = "internal_error"
             if not started:
                 await send_error(send_with_id, GatewayError("INTERNAL_ERROR"), request_id)
         finally:
-            self.record_usage(scope, status, began)
+            if outcome is None:  # answered by a handler (its own errors are envelopes too)
+                outcome = "allowed" if status < 400 else f"status_{status}"
+            self.record(scope, decision.client_ip, request_id, status, outcome, began)
 
-    def record_usage(self, scope: Scope, status: int, began: float) -> None:
+    def record(
+        self, scope: Scope, client_ip: str, request_id: str, status: int, outcome: str, began: float
+    ) -> None:
         """A usage record for a request that carried a valid key, whatever its outcome
-        (SPEC §6), so an admin key's lastUsedAt and history show the admin API too."""
+        (SPEC §6), so an admin key's lastUsedAt and history show the admin API too; and
+        one access line, the same shape as the proxy's (SPEC §14)."""
         key: ApiKey | None = scope.get(VALID_KEY)
+        elapsed_ms = (time.perf_counter() - began) * 1000
         resources = self.core.runtime.bundle
         if key is not None and resources is not None:
-            elapsed_ms = (time.perf_counter() - began) * 1000
             resources.usage.record(key.id, scope["method"], scope["path"], status, elapsed_ms, None)
+        if logs.access_enabled():
+            logs.log_access(
+                request_id,
+                key.id if key is not None else None,
+                outcome,
+                status,
+                elapsed_ms,
+                scope["method"],
+                scope["path"],
+                client_ip,
+            )

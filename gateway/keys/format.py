@@ -84,6 +84,47 @@ def is_well_formed(value: str, prefix: str = "gw") -> bool:
     return _check_fast(value[:-CHECK_LENGTH]) == value[-CHECK_LENGTH:]
 
 
+# Anything that may be a key: a prefix-shaped run, "_", 38 base62 characters (SPEC §1).
+_CANDIDATE = re.compile(rf"([a-z0-9]{{2,16}})_([0-9A-Za-z]{{{RANDOM_LENGTH + CHECK_LENGTH}}})")
+REDACTED = "[redacted]"
+
+
+def _key_spans(text: str) -> list[tuple[int, int]]:
+    """Where `text` holds key-shaped values (any prefix, valid checksum)."""
+    spans = []
+    for match in _CANDIDATE.finditer(text):
+        run, tail = match.group(1), match.group(2)
+        for start in range(len(run) - 1):  # the prefix is the run's longest valid end
+            prefix = run[start:]
+            if not prefix[0].isalpha():
+                continue
+            if _check_fast(f"{prefix}_{tail[:RANDOM_LENGTH]}") == tail[RANDOM_LENGTH:]:
+                spans.append((match.start(1) + start, match.end()))
+                break
+    return spans
+
+
+def contains_key(text: str) -> bool:
+    """Whether a key-shaped value (the §1 format with a valid checksum) is in `text`."""
+    return "_" in text and bool(_key_spans(text))
+
+
+def redact_keys(text: str) -> str:
+    """`text` with every key-shaped value replaced by `[redacted]` (SPEC §14); cheap
+    when there is none (no "_": one scan in C)."""
+    if "_" not in text:
+        return text
+    spans = _key_spans(text)
+    if not spans:
+        return text
+    parts, last = [], 0
+    for start, end in spans:
+        parts += (text[last:start], REDACTED)
+        last = end
+    parts.append(text[last:])
+    return "".join(parts)
+
+
 def hint(value: str) -> str:
     """Display form: `<prefix>_` + first 4 of random + `…` + last 4 of the key."""
     prefix, _, tail = value.partition("_")

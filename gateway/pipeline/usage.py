@@ -18,6 +18,7 @@ from collections import deque
 from datetime import UTC, datetime
 
 from gateway import metrics
+from gateway.keys.format import redact_keys
 from gateway.store.base import Store, UsageRecord
 
 log = logging.getLogger("gateway.usage")
@@ -83,6 +84,10 @@ class UsageRecorder:
         if len(self._buffer) >= self.max_buffer:
             metrics.USAGE_DROPPED.inc()
             return
+        # A key value in the path or site is recorded as "[redacted]" (SPEC §14).
+        path = redact_keys(path)
+        if site is not None:
+            site = redact_keys(site)
         self._buffer.append((key_id, time.time(), method, path, status, latency_ms, site))
 
     def __len__(self) -> int:
