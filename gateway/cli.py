@@ -415,9 +415,21 @@ def authz(ctx: click.Context, listen: str | None) -> None:
 
 
 @cli.command()
-def demo() -> None:
-    """Run a built-in echo upstream behind a gateway on a temporary store, with demo keys."""
-    _run_server("demo", lambda server: server.demo())
+@click.option(
+    "--listen",
+    metavar="HOST:PORT",
+    help="Proxy listener (default 127.0.0.1:8000; also $GATEWAY_SERVER__LISTEN).",
+)
+@click.option(
+    "--admin-listen",
+    metavar="HOST:PORT",
+    help="Admin listener (default 127.0.0.1:8001; also $GATEWAY_SERVER__ADMIN_LISTEN).",
+)
+def demo(listen: str | None, admin_listen: str | None) -> None:
+    """Run a built-in echo upstream behind a gateway on a temporary store, with demo keys.
+
+    A port that is in use is an error (exit 2) naming the flag that moves it."""
+    _run_server("demo", lambda server: server.demo(listen, admin_listen))
 
 
 # --- keys --------------------------------------------------------------------------------

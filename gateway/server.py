@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import ipaddress
 import logging
 import shutil
@@ -35,21 +34,18 @@ from gateway.settings import ConfigError, Settings, load_settings, parse_host_po
 log = logging.getLogger("gateway")
 
 GRACE_SECONDS = 30.0
-DEMO_LISTEN = "127.0.0.1:8000"
-DEMO_ADMIN_LISTEN = "127.0.0.1:8001"
 
 
 # --- sockets ---------------------------------------------------------------------------
 
 
-def bind(listen: str, purpose: str, *, fallback_to_free: bool = False) -> socket.socket:
+def bind(listen: str, purpose: str) -> socket.socket:
     """A listening TCP socket on `listen` ("HOST:PORT"); OSError with a clear message.
 
     Bound here rather than by uvicorn so that a port in use is one readable error
     before anything starts (uvicorn would log and call sys.exit itself). It starts
     listening only when its server starts serving, so a connection that succeeds means
-    the gateway is ready (and a SIGTERM from then on is handled gracefully). With
-    `fallback_to_free`, a taken port is replaced by a free one (the demo does this).
+    the gateway is ready (and a SIGTERM from then on is handled gracefully).
     """
     host, port = parse_host_port(listen)
     try:
@@ -59,12 +55,7 @@ def bind(listen: str, purpose: str, *, fallback_to_free: bool = False) -> socket
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if not (fallback_to_free and exc.errno == errno.EADDRINUSE):
-                raise
-            sock.bind((host, 0))
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
         reason = exc.strerror or str(exc)
@@ -390,22 +381,48 @@ def authz_listener(settings: Settings, runtime: Any) -> Any:
 # --- gateway demo ----------------------------------------------------------------------
 
 
-def demo() -> None:
-    """An echo upstream behind a gateway on a temporary SQLite store, with demo keys."""
+def demo(listen: str | None = None, admin_listen: str | None = None) -> None:
+    """An echo upstream behind a gateway on a temporary SQLite store, with demo keys.
+
+    Listens on `listen` / `admin_listen` (the --listen / --admin-listen flags), else on
+    GATEWAY_SERVER__LISTEN / GATEWAY_SERVER__ADMIN_LISTEN, else on 127.0.0.1:8000 / :8001.
+    An address it cannot listen on is a ConfigError (exit 2) naming the flag."""
+    overrides = {
+        name: value
+        for name, value in (("listen", listen), ("admin_listen", admin_listen))
+        if value is not None
+    }
+    base = load_settings(None, server=overrides) if overrides else load_settings(None)
     configure_logging()
+    socks: list[socket.socket] = []
+    try:
+        for address, flag, purpose in (
+            (base.server.listen, "--listen", "proxy listener"),
+            (base.server.admin_listen, "--admin-listen", "admin listener"),
+        ):
+            try:
+                socks.append(bind(address, f"demo's {purpose}"))
+            except OSError as exc:
+                env = "GATEWAY_SERVER__" + flag.removeprefix("--").replace("-", "_").upper()
+                raise ConfigError(
+                    f"{exc.strerror or exc}. Choose another address with {flag} HOST:PORT "
+                    f"(or {env})."
+                ) from None
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     try:
-        _run(_demo(workdir))
+        _run(_demo(workdir, *socks))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _demo(workdir: Path) -> None:
+async def _demo(workdir: Path, proxy_sock: socket.socket, admin_sock: socket.socket) -> None:
     from gateway.demo_upstream import echo_app
 
     echo_sock = bind("127.0.0.1:0", "demo echo upstream")
-    proxy_sock = bind(DEMO_LISTEN, "proxy listener", fallback_to_free=True)
-    admin_sock = bind(DEMO_ADMIN_LISTEN, "admin listener", fallback_to_free=True)
     proxy, admin, echo = address_of(proxy_sock), address_of(admin_sock), address_of(echo_sock)
     settings = load_settings(
         None,
@@ -424,21 +441,10 @@ async def _demo(workdir: Path) -> None:
             keys[scope] = (key.id, value)
 
     def ready() -> None:
-        print(
-            demo_banner(
-                proxy=proxy,
-                admin=admin,
-                echo=echo,
-                store=workdir / "gateway.db",
-                keys=keys,
-                moved=[
-                    (wanted, got)
-                    for wanted, got in ((DEMO_LISTEN, proxy), (DEMO_ADMIN_LISTEN, admin))
-                    if wanted != got
-                ],
-            ),
-            flush=True,
+        banner = demo_banner(
+            proxy=proxy, admin=admin, echo=echo, store=workdir / "gateway.db", keys=keys
         )
+        print(banner, flush=True)
 
     await run_gateway(
         settings,
@@ -458,15 +464,10 @@ def demo_banner(
     echo: str,
     store: Path,
     keys: dict[str, tuple[str, str]],
-    moved: list[tuple[str, str]],
 ) -> str:
     read_id, read_value = keys["read"]
     admin_id, admin_value = keys["admin"]
     lines = ["", "Gateway demo is running. Press Ctrl-C to stop it.", ""]
-    for wanted, got in moved:
-        lines.append(f"Note: {wanted} is in use, so the demo listens on {got} instead.")
-    if moved:
-        lines.append("")
     lines += [
         f"  Proxy       http://{proxy}  (forwards to the built-in echo upstream http://{echo})",
         f"  Admin API   http://{admin}/v1/keys",

@@ -8,13 +8,14 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import need
-from tests.e2e.conftest import clean_env, gateway_command, wait_for
+from tests.e2e.conftest import clean_env, free_port, gateway_command, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,10 +24,15 @@ def test_demo_prints_working_curl_lines_and_cleans_up(tmp_path: Path) -> None:
     curl = need("curl", shutil.which("curl"))
     env = clean_env()
     env.pop("GATEWAY_SECRET")  # the demo needs nothing: it makes its own secret
+    port, admin_port = free_port(), free_port()  # the flag, and the environment
     out_path, err_path = tmp_path / "demo.out", tmp_path / "demo.err"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            gateway_command("demo"), stdout=out, stderr=err, env=env, cwd=str(tmp_path)
+            gateway_command("demo", "--listen", f"127.0.0.1:{port}"),
+            stdout=out,
+            stderr=err,
+            env={**env, "GATEWAY_SERVER__ADMIN_LISTEN": f"127.0.0.1:{admin_port}"},
+            cwd=str(tmp_path),
         )
     try:
         banner = wait_for(
@@ -39,6 +45,8 @@ def test_demo_prints_working_curl_lines_and_cleans_up(tmp_path: Path) -> None:
         )
         lines = [line.strip() for line in banner.splitlines() if line.strip().startswith("curl ")]
         assert len(lines) == 4, banner
+        assert f"Proxy       http://127.0.0.1:{port} " in banner
+        assert f"Admin API   http://127.0.0.1:{admin_port}/v1/keys" in banner
         keys = re.findall(r"\b(gw_[0-9A-Za-z]{38})\b", banner)
         assert len(set(keys)) == 2
         store = Path(re.search(r"Store\s+(\S+)", banner).group(1))  # type: ignore[union-attr]
@@ -75,3 +83,35 @@ def test_demo_prints_working_curl_lines_and_cleans_up(tmp_path: Path) -> None:
     assert "Traceback" not in log
     for value in keys:
         assert value not in log
+
+
+@pytest.mark.parametrize("busy", ["--listen", "--admin-listen", "GATEWAY_SERVER__LISTEN"])
+def test_a_busy_port_is_an_error_naming_the_flag(tmp_path: Path, busy: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy_address = f"127.0.0.1:{taken.getsockname()[1]}"
+        addresses = {"--listen": f"127.0.0.1:{free_port()}"}
+        addresses["--admin-listen"] = f"127.0.0.1:{free_port()}"
+        env = clean_env()
+        if busy.startswith("--"):
+            addresses[busy] = busy_address
+        else:
+            del addresses["--listen"]
+            env[busy] = busy_address
+        args = [arg for flag, address in addresses.items() for arg in (flag, address)]
+        done = subprocess.run(
+            gateway_command("demo", *args),
+            env=env,
+            cwd=str(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done
+    flag = "--admin-listen" if busy == "--admin-listen" else "--listen"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot listen on {busy_address}")
+    assert "in use" in lines[0] and f"with {flag} HOST:PORT" in lines[0], lines
+    assert "Gateway demo is running" not in done.stdout
+    assert list(tmp_path.iterdir()) == []
