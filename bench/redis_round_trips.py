@@ -158,7 +158,9 @@ async def run(url: str, admin: redis.Redis, requests: int, policy_text: str) -> 
     # test for every limit first, then hit every limit, then the stats for headers).
     from limits.storage import storage_from_string
 
-    storage = storage_from_string("async+" + url, implementation="redispy")
+    from gateway.store.redis_topology import limits_uri
+
+    storage = storage_from_string(limits_uri(url), implementation="redispy")
     limiter = SlidingWindowCounterRateLimiter(storage)
     items = limits.parse_many(policy_text)
     before, sent_before = commandstats(admin), SENT[0]

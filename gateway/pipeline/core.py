@@ -35,7 +35,8 @@ from gateway.pipeline.decide import (
     normalize_path,
     required_rank,
 )
-from gateway.pipeline.identify import FailedAttempts, extract_key, key_header_names
+from gateway.pipeline.identify import extract_key, key_header_names
+from gateway.pipeline.ratelimit import FailedAttempts
 from gateway.runtime import Resources, Runtime
 from gateway.settings import Settings
 

@@ -34,10 +34,7 @@ import os
 import struct
 from typing import Any
 
-from gateway.pipeline.ratelimit import (
-    Limit,
-    Outcome,
-    Policy,
+from gateway.pipeline.ratelimit.memory import (
     _fixed_hit,
     _fixed_prepare,
     _fixed_report,
@@ -45,6 +42,7 @@ from gateway.pipeline.ratelimit import (
     _sliding_prepare,
     _sliding_report,
 )
+from gateway.pipeline.ratelimit.policy import Limit, Outcome, Policy
 
 PARTITIONS = 64
 SLOTS_PER_PARTITION = 4096  # 64 x 4096 slots x 48 bytes = 12 MiB (memory is touched lazily)
@@ -134,7 +132,7 @@ def counters_for(strategy: str, name: str, *, max_entries: int = 1_000_000) -> A
     workers when a table is attached, else this process's own `MemoryCounters`."""
     if _TABLE is not None:
         return SharedCounters(_TABLE, strategy, name)
-    from gateway.pipeline.ratelimit import MemoryCounters
+    from gateway.pipeline.ratelimit.memory import MemoryCounters
 
     return MemoryCounters(strategy, max_entries=max_entries)
 

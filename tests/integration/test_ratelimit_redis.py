@@ -309,3 +309,21 @@ async def test_redis_paused_does_not_hang(own_redis: RedisProcess) -> None:
     finally:
         own_redis.proc.send_signal(signal.SIGCONT)
         await limiter.close()
+
+
+@pytest.mark.redis
+async def test_the_script_is_loaded_again_after_a_script_flush(redis_url: str) -> None:
+    """One way of running the Lua: EVALSHA, and SCRIPT LOAD on NOSCRIPT (a restarted or
+    new server has no scripts)."""
+    import redis
+
+    counters = RedisCounters(redis_url, "fixed-window")
+    try:
+        assert (await counters.acquire("key_s", parse_policy("2/minute"), T0)).admitted
+        admin = redis.Redis.from_url(redis_url)
+        admin.script_flush()
+        admin.close()
+        outcome = await counters.acquire("key_s", parse_policy("2/minute"), T0)
+        assert outcome.admitted and outcome.states[0][1] == 0  # the count survived
+    finally:
+        await counters.close()

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.pipeline.identify import FailedAttempts
 from gateway.pipeline.ratelimit import (
+    FailedAttempts,
     MemoryCounters,
     RateLimiter,
     parse_policy,
