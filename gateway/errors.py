@@ -105,7 +105,24 @@ def error_envelope(
 
 
 def error_body(error: GatewayError, request_id: str) -> bytes:
+    """The envelope as compact JSON. Errors without details (every 401, most denials)
+    are rendered once per code and message; only the request id is put in per request."""
+    if not error.details and '"' not in request_id and "\\" not in request_id:
+        parts = _BODIES.get((error.code, error.message))
+        if parts is None:
+            text = json.dumps(error.envelope("\0"), separators=(",", ":"))
+            head, marker, tail = text.partition('"\\u0000"')
+            if not marker:  # cannot happen; render plainly rather than guess
+                return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+            parts = (head.encode() + b'"', b'"' + tail.encode())
+            if len(_BODIES) < 256:  # messages are few; never let odd ones grow this
+                _BODIES[(error.code, error.message)] = parts
+        return parts[0] + request_id.encode() + parts[1]
     return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+
+
+# (code, message) -> the envelope's bytes before and after the request id.
+_BODIES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
 
 # Request ids: a random per-process prefix and a counter — unique, and cheap to make

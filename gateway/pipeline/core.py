@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from gateway import logs, metrics
 from gateway.errors import GatewayError, accept_request_id, error_body
+from gateway.keys.format import is_well_formed
 from gateway.keys.model import SCOPE_RANK, ApiKey, Scope
 from gateway.pipeline.clientip import UNKNOWN, ClientIP
 from gateway.pipeline.decide import (
@@ -278,6 +279,10 @@ class DecisionCore:
                 raise GatewayError("MISSING_API_KEY")
             verifier = resources.verifier
             key = verifier.cached(value)  # the hot path: a known valid key, no lookup
+            if key is None and not is_well_formed(value, verifier.prefix):
+                # Bad shape or checksum: rejected offline, no lookup to count or join.
+                self.throttle.failed(client_ip)
+                raise GatewayError("INVALID_API_KEY")
             if key is None and verifier.in_flight(value):
                 try:  # joins a lookup already counted: no evaluation of its own
                     key = await verifier.verify(value)
