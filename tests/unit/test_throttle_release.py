@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.pipeline.identify import FailedAttempts
-from gateway.pipeline.ratelimit import MemoryCounters, parse_policy
+from gateway.pipeline.ratelimit import FailedAttempts, MemoryCounters, parse_policy
 from gateway.pipeline.shared_counters import SharedCounters, SharedTable
 
 T0 = 1_700_000_000_000
