@@ -18,7 +18,8 @@ on them with its own event loop, store connection and key cache.
 - SIGTERM / SIGINT to the supervisor: every worker gets SIGTERM and stops gracefully
   (in-flight requests finish); a second signal is passed on too, which makes the
   workers stop waiting. Workers run in their own process group, so a terminal's Ctrl-C
-  reaches them through the supervisor only, once.
+  reaches them through the supervisor only, once; and if the supervisor itself is
+  killed, every worker gets SIGTERM (PR_SET_PDEATHSIG) and stops gracefully.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ log = logging.getLogger("gateway")
 QUICK_SECONDS = 2.0  # a worker that dies sooner than this after its start died "quickly"
 QUICK_LIMIT = 5  # that many quick deaths in a row: give up
 RESTART_DELAY = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the supervisor dies, however it dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the line above: stop now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Supervisor:
@@ -105,6 +118,7 @@ class Supervisor:
         from gateway.pipeline import shared_counters
 
         os.setpgid(0, 0)  # the terminal's Ctrl-C reaches the supervisor only
+        _stop_with_parent(self.pid)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # the worker's loop installs its own
         os.close(self._ready_read)

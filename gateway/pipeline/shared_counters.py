@@ -160,6 +160,12 @@ class SharedCounters:
         self.strategy = strategy
         self.name = name
         self._keys: dict[tuple[str, str], tuple[int, int]] = {}
+        self._sliding = strategy == "sliding-window-counter"
+        self._steps = (
+            (_sliding_prepare, _sliding_hit, _sliding_report)
+            if self._sliding
+            else (_fixed_prepare, _fixed_hit, _fixed_report)
+        )
 
     def _key(self, subject: str, limit: Limit) -> tuple[int, int]:
         """(partition, entry key) of one limit of a subject; cached."""
@@ -178,13 +184,38 @@ class SharedCounters:
         limits_ = policy.limits
         keys = [self._key(subject, limit) for limit in limits_]
         partition = keys[0][0]
-        table.lock(partition)
+        fcntl.lockf(table.fd, fcntl.LOCK_EX, 1, partition)
         try:
             if self.strategy == "moving-window":
                 return self._moving(partition, keys, limits_, now_ms, hit)
+            if len(limits_) == 1:
+                return self._one(partition, keys[0][1], limits_[0], now_ms, hit)
             return self._windows(partition, keys, limits_, now_ms, hit)
         finally:
-            table.unlock(partition)
+            fcntl.lockf(table.fd, fcntl.LOCK_UN, 1, partition)
+
+    def _one(self, partition: int, key: int, limit: Limit, now: int, hit: bool) -> Outcome:
+        # The usual one-limit policy: `_windows` without its lists and loops.
+        data = self.table.map
+        offset, fresh = self.table.find(partition, key, now, hit)
+        sliding = self._sliding
+        if offset < 0 or fresh:
+            state = [-2, 0, 0] if sliding else [0, 0]
+        else:
+            _, _, a, b, c, _ = SLOT.unpack_from(data, offset)
+            state = [a, b, c] if sliding else [a, b]
+        prepare, count, report = self._steps
+        admits = prepare(state, limit, now)
+        if admits and hit:
+            count(state, limit, now)
+        remaining, reset = report(state, limit, now)
+        if offset >= 0:
+            if sliding:
+                expires = (state[0] + 2) * limit.period_ms
+                SLOT.pack_into(data, offset, key, expires, state[0], state[1], state[2], 0)
+            else:
+                SLOT.pack_into(data, offset, key, state[1], state[0], state[1], 0, 0)
+        return Outcome(admits, now, ((admits, remaining if remaining > 0 else 0, reset),))
 
     def _windows(
         self,
@@ -195,12 +226,8 @@ class SharedCounters:
         hit: bool,
     ) -> Outcome:
         table, data = self.table, self.table.map
-        sliding = self.strategy == "sliding-window-counter"
-        prepare, count, report = (
-            (_sliding_prepare, _sliding_hit, _sliding_report)
-            if sliding
-            else (_fixed_prepare, _fixed_hit, _fixed_report)
-        )
+        sliding = self._sliding
+        prepare, count, report = self._steps
         slots = []
         for (_, key), _limit in zip(keys, limits_, strict=True):
             offset, fresh = table.find(partition, key, now, create=hit)

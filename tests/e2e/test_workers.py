@@ -34,6 +34,7 @@ from tests.e2e.conftest import (
 )
 
 WORKERS = 2
+GRACE = 15.0  # seconds for workers to stop after their supervisor died
 
 
 def children(pid: int) -> list[int]:
@@ -161,3 +162,13 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(gateway: Gateway) -> No
     log = gateway.proc.log()
     assert "starting another" in log
     assert "Traceback" not in log
+
+
+def test_workers_stop_when_the_supervisor_is_killed(gateway: Gateway) -> None:
+    workers = children(gateway.proc.pid)
+    gateway.proc.stop(signal.SIGKILL)
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers),
+        GRACE,
+        "the orphaned workers to stop",
+    )
