@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gateway.keys.service import KeyService
 from gateway.pipeline.identify import KeyVerifier
 from gateway.pipeline.ratelimit import RateLimiter
+from gateway.pipeline.spool import UsageSpool
 from gateway.pipeline.usage import UsageRecorder
 from gateway.secret import resolve_secret
 from gateway.settings import Settings
@@ -77,7 +78,11 @@ class Resources:
             raise
         verifier = KeyVerifier(service, cache_ttl=settings.keys.cache_ttl)
         verifier.attach()
-        usage = UsageRecorder(service.store, flush_interval=settings.usage.flush_interval)
+        usage = UsageRecorder(
+            service.store,
+            flush_interval=settings.usage.flush_interval,
+            spool=UsageSpool(settings.usage_spool_path()),
+        )
         usage.start()
         return cls(service, verifier, limiter, usage)
 

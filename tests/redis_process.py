@@ -24,9 +24,11 @@ def _free_port() -> int:
 
 
 class RedisProcess:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.executable = need("redis-server", shutil.which("redis-server"))
         self.workdir = workdir
+        # persistent: every write is on disk (AOF, fsync always) and survives a restart.
+        self.persistent = persistent
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -45,7 +47,9 @@ class RedisProcess:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persistent else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.workdir),
             ],
@@ -82,6 +86,17 @@ class RedisProcess:
     def thaw(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisProcess]:
+    """As `own_redis`, with its data on disk: a restart keeps the keys."""
+    server = RedisProcess(tmp_path, persistent=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture
