@@ -27,9 +27,10 @@ VOLUME ["/data"]
 USER 10001:10001
 EXPOSE 8000 8001
 
-# Liveness from the admin listener; slim images have no curl, so Python does the request.
+# Liveness from the admin listener at the address the gateway uses (server.admin_listen
+# from the environment or config, or `serve --admin-listen`); slim images have no curl.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8001/healthz', timeout=2).status == 200 else 1)"]
+    CMD ["python", "-m", "gateway.healthcheck"]
 
 ENTRYPOINT ["gateway"]
 CMD ["serve"]

@@ -104,6 +104,15 @@ def error_envelope(
     }
 
 
+def payload_too_large(limit: int) -> GatewayError:
+    """413 for a body over `limit` bytes; every listener's carries the limit (SPEC §5)."""
+    return GatewayError(
+        "PAYLOAD_TOO_LARGE",
+        f"The request body is larger than {limit} bytes.",
+        {"limit": limit},
+    )
+
+
 def error_body(error: GatewayError, request_id: str) -> bytes:
     """The envelope as compact JSON. Errors without details (every 401, most denials)
     are rendered once per code and message; only the request id is put in per request."""

@@ -362,12 +362,30 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
             values[name] = str(folder / Path(values[name]).expanduser())
 
 
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """"; did you mean 'listen'?" for a mistyped setting at `loc`, or ""."""
+    import difflib
+
+    model: Any = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue  # an entry of [[routes]]
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return ""
+        annotation = field.annotation
+        model = next((a for a in getattr(annotation, "__args__", ()) if a is not None), annotation)
+    names = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _describe(exc: ValidationError, source: str) -> str:
     lines = []
     for problem in exc.errors():
         field = ".".join(str(part) for part in problem.get("loc", ())) or "(top level)"
         if problem.get("type") == "extra_forbidden":
-            reason = "unknown setting"
+            reason = "unknown setting" + _did_you_mean(tuple(problem.get("loc", ())))
         else:
             reason = str(problem.get("msg", "invalid value")).removeprefix("Value error, ")
         lines.append(f"{source}: {field}: {reason}")

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin.auth import admin_key_of, request_id_of
-from gateway.errors import GatewayError, invalid_request
+from gateway.errors import GatewayError, invalid_request, payload_too_large
 from gateway.keys import render
 from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate, Status, parse_body
 from gateway.keys.service import MAX_PAGE, KeyService
@@ -63,11 +63,7 @@ async def read_body(request: Request) -> bytes:
 
 
 def too_large() -> GatewayError:
-    return GatewayError(
-        "PAYLOAD_TOO_LARGE",
-        f"The request body is larger than {MAX_BODY_BYTES} bytes.",
-        {"limit": MAX_BODY_BYTES},
-    )
+    return payload_too_large(MAX_BODY_BYTES)
 
 
 class _DuplicateName(Exception):

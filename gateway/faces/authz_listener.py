@@ -23,7 +23,7 @@ from http import HTTPStatus
 
 import httptools
 
-from gateway.errors import GatewayError, error_body, new_request_id
+from gateway.errors import GatewayError, error_body, new_request_id, payload_too_large
 from gateway.faces.authz import Answer, AuthzFace
 from gateway.settings import Settings
 
@@ -159,7 +159,7 @@ class AuthzProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
         if self.body_bytes > self.limits.max_body_bytes and self.error is None:
-            self.error = GatewayError("PAYLOAD_TOO_LARGE")
+            self.error = payload_too_large(self.limits.max_body_bytes)
 
     def on_message_complete(self) -> None:
         self.queued = True

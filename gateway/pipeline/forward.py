@@ -26,7 +26,7 @@ import aiohttp
 from yarl import URL
 
 from gateway import metrics
-from gateway.errors import GatewayError, invalid_request
+from gateway.errors import GatewayError, invalid_request, payload_too_large
 from gateway.pipeline.core import render_error, send_response
 from gateway.pipeline.identify import key_header_names
 from gateway.settings import Settings
@@ -168,13 +168,13 @@ class UpstreamApp:
         request_id: str = scope.get("gateway.request_id") or ""
         headers, content_length = self._upstream_headers(scope)
         if content_length is not None and content_length > self.max_body:
-            await _send_error(send, GatewayError("PAYLOAD_TOO_LARGE"), request_id)
+            await _send_error(send, payload_too_large(self.max_body), request_id)
             return
         body = _RequestBody(receive, self.max_body)
         try:
             data = await body.payload(scope["method"], content_length)
         except _BodyTooLarge:
-            await _send_error(send, GatewayError("PAYLOAD_TOO_LARGE"), request_id)
+            await _send_error(send, payload_too_large(self.max_body), request_id)
             return
         if body.client_gone:
             return
@@ -251,7 +251,7 @@ class UpstreamApp:
     def _failure(self, exc: Exception, body: _RequestBody, scope: Scope) -> GatewayError | None:
         """The error to answer for a failed upstream call (None: the client is gone)."""
         if body.too_large:
-            return GatewayError("PAYLOAD_TOO_LARGE")
+            return payload_too_large(self.max_body)
         if body.client_gone:
             return None
         metrics.BACKEND_ERRORS.labels("upstream").inc()

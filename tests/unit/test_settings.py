@@ -279,3 +279,18 @@ def test_relative_paths_in_a_config_file_follow_the_file(
     assert load_settings().storage.url == "sqlite:///gateway.db"
     (conf / "redis.toml").write_text('[storage]\nurl = "redis://h:6379/0"\n', encoding="utf-8")
     assert load_settings(conf / "redis.toml").storage.url == "redis://h:6379/0"
+
+
+def test_a_mistyped_setting_in_the_file_gets_a_did_you_mean(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[server]\nlistn = "127.0.0.1:9"\n[storag]\nurl = "sqlite:///x.db"\n'
+        '[[routes]]\nprefix = "/a"\npublik = true\n[usage]\nzzz = 1\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert "server.listn: unknown setting; did you mean 'listen'?" in message
+    assert "storag: unknown setting; did you mean 'storage'?" in message
+    assert "routes.0.publik: unknown setting; did you mean 'public'?" in message
+    assert "usage.zzz: unknown setting\n" in message + "\n"  # nothing close: no guess

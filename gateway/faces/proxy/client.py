@@ -25,7 +25,7 @@ from urllib.parse import unquote
 import httptools
 
 from gateway import metrics
-from gateway.errors import GatewayError, invalid_request
+from gateway.errors import GatewayError, invalid_request, payload_too_large
 from gateway.faces.proxy.http import (
     CONTINUE,
     CRLF,
@@ -151,7 +151,7 @@ class Exchange:
         self.received += len(data)
         client = self.client
         if self.received > client.proxy.max_body:
-            raise _Reject(GatewayError("PAYLOAD_TOO_LARGE"))
+            raise _Reject(payload_too_large(client.proxy.max_body))
         upstream = self.upstream
         if upstream is not None:
             upstream.write(chunk(data) if self.body_chunked else data)
@@ -547,7 +547,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             error = exchange.fail_error or exchange.target_error
             if error is None and (exchange.content_length or 0) > proxy.max_body:
-                error = GatewayError("PAYLOAD_TOO_LARGE")
+                error = payload_too_large(proxy.max_body)
             if error is not None:
                 self.answer_error(exchange, error)
                 return
