@@ -363,7 +363,7 @@ def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
 
 
 def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    """"; did you mean 'listen'?" for a mistyped setting at `loc`, or ""."""
+    """The hint for a mistyped setting at `loc` ("; did you mean 'listen'?"), or ""."""
     import difflib
 
     model: Any = Settings
