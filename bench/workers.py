@@ -168,7 +168,7 @@ def _contended(table: object, strategy: str, same_key: bool, count: int) -> tupl
     """(wall, CPU) µs per acquire with two processes acquiring at once, each pinned to a
     core of its own (waiting for the other's lock is wall time, not CPU time)."""
     from gateway.pipeline.ratelimit import parse_policy
-    from gateway.pipeline.shared_counters import SharedCounters
+    from gateway.pipeline.ratelimit.shared import SharedCounters
 
     policy = parse_policy("1000000000/minute")
     read, write = os.pipe()
@@ -200,7 +200,7 @@ def _contended(table: object, strategy: str, same_key: bool, count: int) -> tupl
 
 def part_b(opts: argparse.Namespace) -> None:
     from gateway.pipeline.ratelimit import MemoryCounters, parse_policy
-    from gateway.pipeline.shared_counters import SharedCounters, SharedTable
+    from gateway.pipeline.ratelimit.shared import SharedCounters, SharedTable
 
     os.sched_setaffinity(0, {0})
     strategy = "sliding-window-counter"

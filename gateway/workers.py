@@ -1,7 +1,7 @@
 """`server.workers` = N: N processes serving the same listening sockets (SPEC §13).
 
 The supervisor (the process `gateway serve` started as) binds the sockets, creates the
-shared counter table (pipeline/shared_counters.py) and forks N workers. Every worker
+shared counter table (pipeline/ratelimit/shared.py) and forks N workers. Every worker
 inherits the same listening sockets — one accept queue per listener, so a connection
 waits for whichever worker is free, and a dying worker strands nothing in a queue of its
 own (unlike per-worker SO_REUSEPORT sockets) — and runs the usual single-process server
@@ -66,7 +66,7 @@ class Supervisor:
     def run(self) -> int:
         """Until every worker stopped after a signal (0), or the workers keep failing
         (their exit code). Blocking; call before any event loop or thread exists."""
-        from gateway.pipeline import shared_counters
+        from gateway.pipeline.ratelimit import shared as shared_counters
 
         table = shared_counters.create_table()
         previous = {
@@ -115,7 +115,7 @@ class Supervisor:
         self.children[pid] = (index, time.monotonic())
 
     def _become_worker(self, index: int, table: object) -> None:
-        from gateway.pipeline import shared_counters
+        from gateway.pipeline.ratelimit import shared as shared_counters
 
         os.setpgid(0, 0)  # the terminal's Ctrl-C reaches the supervisor only
         _stop_with_parent(self.pid)

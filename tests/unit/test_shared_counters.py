@@ -1,4 +1,4 @@
-"""The workers' shared counter table (pipeline/shared_counters.py, SPEC §13).
+"""The workers' shared counter table (pipeline/ratelimit/shared.py, SPEC §13).
 
 It must give exactly the in-process answers (same random sequences as the memory
 backend, every strategy, single and multi-limit policies), and stay exact when several
@@ -16,7 +16,7 @@ import time
 import pytest
 
 from gateway.pipeline.ratelimit import MemoryCounters, parse_policy
-from gateway.pipeline.shared_counters import SharedCounters, SharedTable
+from gateway.pipeline.ratelimit.shared import SharedCounters, SharedTable
 
 STRATEGIES = ["fixed-window", "moving-window", "sliding-window-counter"]
 T0 = 1_700_000_000_000

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.pipeline.ratelimit import FailedAttempts, MemoryCounters, parse_policy
-from gateway.pipeline.shared_counters import SharedCounters, SharedTable
+from gateway.pipeline.ratelimit.shared import SharedCounters, SharedTable
 
 T0 = 1_700_000_000_000
 

@@ -27,7 +27,8 @@ Redis client is redis-py's own, made from the URL.
 
 Modules: `policy` (notation, outcome, headers, the 429), `memory`, `redis` (+
 `multi_limit.lua`), `limiter` (`RateLimiter`: backend choice, fail-open), `throttle`
-(`FailedAttempts`, the per-IP failed-attempt counter).
+(`FailedAttempts`, the per-IP failed-attempt counter), `shared` (the one counter table
+of every worker under `server.workers` > 1, in shared memory).
 """
 
 from gateway.pipeline.ratelimit.limiter import RateLimiter

@@ -56,7 +56,7 @@ class RateLimiter:
         self.memory: MemoryCounters | None = None
         self.redis: RedisCounters | None = None
         if storage.startswith("memory://"):
-            from gateway.pipeline.shared_counters import counters_for
+            from gateway.pipeline.ratelimit.shared import counters_for
 
             # Shared by every worker of the machine under `server.workers` > 1.
             self.memory = counters_for(strategy, "ratelimit")

@@ -19,7 +19,7 @@ class FailedAttempts:
     The counters live in this process (a sliding window counter per IP, bounded in
     number), so checking a well-behaved IP costs one dict lookup and no round trip; with
     several replicas each one throttles on its own, while the workers of one machine
-    (`server.workers`) share one table (pipeline/shared_counters.py).
+    (`server.workers`) share one table (pipeline/ratelimit/shared.py).
     """
 
     def __init__(
@@ -30,7 +30,7 @@ class FailedAttempts:
         max_entries: int = 100_000,
         name: str = "throttle",
     ) -> None:
-        from gateway.pipeline.shared_counters import counters_for
+        from gateway.pipeline.ratelimit.shared import counters_for
 
         self.policy = parse_policy(limit)
         # `name` keeps each listener's counter apart when the workers share one table.
