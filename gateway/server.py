@@ -93,10 +93,16 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: Any) -> uvicorn.Config:
+def _config(app: Any, settings: Settings | None = None) -> uvicorn.Config:
+    from gateway.admin.edge import edge_protocol
+
+    server = (settings or Settings()).server
     return uvicorn.Config(
         app,
-        http="httptools",
+        # SPEC §7 edge limits while the request head is read (431, 408); uvicorn's own
+        # keep-alive timer closes idle connections after server.keepalive_timeout.
+        http=edge_protocol(server.max_header_bytes, server.max_headers, server.header_timeout),
+        timeout_keep_alive=server.keepalive_timeout,
         lifespan="off",  # resources are opened and closed by `run`, in order
         access_log=False,
         log_config=None,
@@ -156,9 +162,10 @@ async def run_listeners(
     shutdown: Shutdown,
     *,
     on_ready: Callable[[], None] | None = None,
+    settings: Settings | None = None,
 ) -> None:
     """Serve each (app, socket) until `shutdown` is signalled, then stop all gracefully."""
-    servers = [_Server(_config(app)) for app, _ in apps]
+    servers = [_Server(_config(app, settings)) for app, _ in apps]
     shutdown.servers = list(servers)
     tasks = [
         asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -219,7 +226,7 @@ async def run_gateway(
                     authz_server = authz_listener(settings, runtime)
                     await authz_server.start(authz_sock)
                 await proxy.start(proxy_sock)
-                await run_listeners(listeners, shutdown, on_ready=on_ready)
+                await run_listeners(listeners, shutdown, on_ready=on_ready, settings=settings)
         finally:
             # In-flight requests finish (up to GRACE_SECONDS) before usage is flushed.
             stopping = [proxy.stop(GRACE_SECONDS)]
