@@ -19,8 +19,9 @@ RUN groupadd --system --gid 10001 gateway \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY requirements/lock.txt ./requirements/lock.txt
 COPY gateway ./gateway
-RUN pip install --no-cache-dir . && rm -rf /app
+RUN pip install --no-cache-dir -c requirements/lock.txt . && rm -rf /app
 
 WORKDIR /data
 VOLUME ["/data"]

@@ -1,7 +1,7 @@
 """Shared fixtures: one real redis-server per test session, real SQLite files, settings.
 
-Set GATEWAY_REQUIRE_SERVICES=1 (CI does) to make a missing redis-server or Chromium a
-failure instead of a skip.
+Set GATEWAY_REQUIRE_SERVICES=1 (CI does) to make a missing redis-server, Chromium, nginx,
+Caddy or Envoy a failure instead of a skip — and, so nothing slips through, any skip at all.
 """
 
 from __future__ import annotations
@@ -26,6 +26,16 @@ def need(tool: str, path: str | None) -> str:
     if REQUIRE_SERVICES:
         pytest.fail(message + " (GATEWAY_REQUIRE_SERVICES=1)")
     pytest.skip(message)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under GATEWAY_REQUIRE_SERVICES=1 a skipped test is reported as failed (xfail stays)."""
+    report = yield
+    if REQUIRE_SERVICES and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under GATEWAY_REQUIRE_SERVICES=1: {report.longrepr}"
+    return report
 
 
 # One redis-server for the whole session, on a free port, with nothing saved to disk.

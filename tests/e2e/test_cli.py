@@ -591,10 +591,12 @@ def test_readme_setup_commands_match_ci() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
     commands = [line.split("#")[0].strip() for line in readme[:6] if line.startswith("pip ")]
     assert commands == [
-        "pip install -e . && gateway demo",
-        "pip install -e '.[test]' && python -m pytest -q",
+        "pip install -c requirements/lock.txt -e . && gateway demo",
+        "pip install -c requirements/lock.txt -e '.[test]' && python -m pytest -q",
     ]
+    assert (REPO / "requirements" / "lock.txt").is_file()
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert "pip install --quiet -e '.[test]'" in ci
+    assert "pip install --quiet -c requirements/lock.txt -e '.[test]'" in ci
+    assert "--system-site-packages" not in ci.replace("No --system-site-packages", "")
     assert "python -m pytest -q" in ci and "GATEWAY_REQUIRE_SERVICES=1" in ci
     assert os.access(REPO / ".ci" / "run", os.X_OK)
