@@ -72,6 +72,33 @@ def address_of(sock: socket.socket) -> str:
 # --- logging ---------------------------------------------------------------------------
 
 
+# Below this many file descriptors a gateway is easy to starve (slow clients, bursts).
+LOW_FD_LIMIT = 4096
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as nginx's worker_rlimit_nofile or
+    Go's runtime do): the default soft limit of 1024 lets about a thousand slow clients
+    take every descriptor. Returns the soft limit now in force; logs it when still low."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft != resource.RLIM_INFINITY and soft < LOW_FD_LIMIT:
+        log.warning(
+            "only %d file descriptors available (ulimit -n): raise the hard limit for many "
+            "concurrent clients",
+            soft,
+        )
+    return soft
+
+
 def configure_logging() -> None:
     """JSON lines on stderr for the gateway's logs; uvicorn's access log stays off and its
     own chatter is limited to warnings (the gateway logs one line per request itself)."""
@@ -266,6 +293,7 @@ def serve(settings: Settings) -> None:
             "of the config file, or set GATEWAY_UPSTREAM__URL"
         )
     configure_logging()
+    raise_fd_limit()
     proxy_sock = bind(settings.server.listen, "proxy listener (server.listen)")
     socks = [proxy_sock]
     try:
@@ -341,6 +369,7 @@ DEFAULT_AUTHZ_LISTEN = "127.0.0.1:8002"
 def authz(settings: Settings) -> None:
     """Run the forward-auth listener alone until SIGTERM/SIGINT (blocking; SPEC §15)."""
     configure_logging()
+    raise_fd_limit()
     listen = settings.server.authz_listen or DEFAULT_AUTHZ_LISTEN
     sock = bind(listen, "forward-auth listener (server.authz_listen)")
 

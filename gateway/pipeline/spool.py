@@ -76,9 +76,17 @@ class UsageSpool:
         try:
             if self.path.stat().st_size > 0:
                 return True
+            return bool(self._orphans())
         except FileNotFoundError:
-            pass
-        return bool(self._orphans())
+            return bool(self._orphans_or_none())
+        except OSError:  # e.g. out of file descriptors: look again at the next flush
+            return False
+
+    def _orphans_or_none(self) -> list[Path]:
+        try:
+            return self._orphans()
+        except OSError:
+            return []
 
     def _orphans(self) -> list[Path]:
         found = []
