@@ -21,9 +21,8 @@ from gateway.admin.auth import admin_key_of, request_id_of
 from gateway.errors import GatewayError, invalid_request, payload_too_large
 from gateway.keys import render
 from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate, Status, parse_body
-from gateway.keys.service import MAX_PAGE, KeyService
+from gateway.keys.service import MAX_PAGE, KeyService, check_cursor
 from gateway.runtime import Runtime
-from gateway.store.base import parse_cursor
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_PAGE = 50
@@ -122,7 +121,7 @@ def query_limit(request: Request) -> int:
 def query_cursor(request: Request, name: str = "cursor") -> str | None:
     text = query_value(request, name)
     if text is not None:
-        parse_cursor(text, name)  # 400 naming the field, whatever the store
+        check_cursor(text, name)  # 400 naming the field, whatever the store
     return text
 
 

@@ -28,13 +28,16 @@ from gateway.keys.model import (
 from gateway.settings import ConfigError
 from gateway.store.base import (
     AuditEvent,
+    BadCursor,
     DailyUsage,
+    KeyNotFound,
     KeyWrite,
     Page,
     SecretMismatch,
     Store,
     UsageRecord,
     UsageSummary,
+    parse_cursor,
 )
 
 KEY_ID_PATTERN = re.compile(r"key_[0-9A-Za-z]{16}")
@@ -53,6 +56,24 @@ def _check_id(key_id: str) -> str:
     if not KEY_ID_PATTERN.fullmatch(key_id):
         raise GatewayError("KEY_NOT_FOUND", details={"id": key_id[:64]})
     return key_id
+
+
+def bad_cursor(error: BadCursor) -> GatewayError:
+    """400 INVALID_REQUEST naming the paging parameter a store could not read."""
+    field = error.field
+    return GatewayError(
+        "INVALID_REQUEST",
+        f"The {field} is not valid.",
+        {"field": field, "reason": "not a cursor returned by this API"},
+    )
+
+
+def check_cursor(text: str, field: str = "cursor") -> None:
+    """400 naming `field` unless `text` is a cursor some store could have issued."""
+    try:
+        parse_cursor(text, field)
+    except BadCursor as error:
+        raise bad_cursor(error) from None
 
 
 def _check_limit(limit: int, field: str = "limit") -> int:
@@ -132,20 +153,29 @@ class KeyService:
     async def list(
         self, status: Status | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page[ApiKey]:
-        return await self.store.list_keys(status, _check_limit(limit), cursor)
+        try:
+            return await self.store.list_keys(status, _check_limit(limit), cursor)
+        except BadCursor as error:
+            raise bad_cursor(error) from None
 
     async def usage(
         self, key_id: str, limit: int = 50, before: str | None = None
     ) -> Page[UsageRecord]:
         key = await self.get(key_id)
-        return await self.store.list_usage(key.id, _check_limit(limit), before)
+        try:
+            return await self.store.list_usage(key.id, _check_limit(limit), before)
+        except BadCursor as error:
+            raise bad_cursor(error) from None
 
     async def audit(
         self, key_id: str | None = None, limit: int = 50, cursor: str | None = None
     ) -> Page[AuditEvent]:
         if key_id is not None and not KEY_ID_PATTERN.fullmatch(key_id):
             raise invalid_request("keyId", "must be a key id like key_ followed by 16 characters")
-        return await self.store.list_audit(key_id, _check_limit(limit), cursor)
+        try:
+            return await self.store.list_audit(key_id, _check_limit(limit), cursor)
+        except BadCursor as error:
+            raise bad_cursor(error) from None
 
     # --- changing -------------------------------------------------------------------
 
@@ -291,8 +321,6 @@ class KeyService:
             write = await self.store.update_key(_check_id(key_id), mutate)
         except _Unchanged as unchanged:
             return unchanged.key
-        except GatewayError as error:
-            if error.code == "KEY_NOT_FOUND":
-                raise GatewayError("KEY_NOT_FOUND", details={"id": key_id}) from None
-            raise
+        except KeyNotFound:
+            raise GatewayError("KEY_NOT_FOUND", details={"id": key_id}) from None
         return write.key

@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from gateway.errors import GatewayError
 from gateway.keys.model import ApiKey, Status
 from gateway.store.presence import GatewayPresence
 
@@ -27,6 +26,18 @@ ALL_KEYS = "*"
 
 class StoreError(Exception):
     """A backend failed (unreachable, timed out); the caller decides fail-soft or 503."""
+
+
+class KeyNotFound(LookupError):
+    """`update_key`: there is no key with this id."""
+
+
+class BadCursor(ValueError):
+    """A paging cursor that no store issued; `field` names the parameter it came in."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"the {field} is not a cursor returned by this API")
+        self.field = field
 
 
 class SecretMismatch(Exception):
@@ -148,7 +159,8 @@ class Page(Generic[T]):
 
 
 # The function KeyService hands to `Store.update_key`: given the current record (as read
-# inside the transaction), return what to write, or raise GatewayError to change nothing.
+# inside the transaction), return what to write, or raise (e.g. the service's own
+# GatewayError) to change nothing.
 Mutation = Callable[[ApiKey], KeyWrite]
 
 
@@ -171,7 +183,8 @@ class Store(Protocol):
     async def update_key(self, key_id: str, mutate: Mutation) -> KeyWrite:
         """Read the record, call `mutate`, apply its KeyWrite atomically; retry on races.
 
-        Raises GatewayError KEY_NOT_FOUND when there is no such key."""
+        Raises KeyNotFound when there is no such key; whatever `mutate` raises passes
+        through with nothing written."""
 
     async def get_key(self, key_id: str) -> ApiKey | None: ...
     async def list_keys(
@@ -300,14 +313,10 @@ def store_location(url: str) -> str:
 
 
 def parse_cursor(text: str, field: str = "cursor") -> int:
-    """A paging cursor (a store sequence number) from its text; 400 if it is not one."""
+    """A paging cursor (a store sequence number) from its text; BadCursor if it is not one."""
     # ASCII digits only: str.isdigit() also accepts e.g. "²", which int() then refuses.
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
-        raise GatewayError(
-            "INVALID_REQUEST",
-            f"The {field} is not valid.",
-            {"field": field, "reason": "not a cursor returned by this API"},
-        )
+        raise BadCursor(field)
     return int(text)
 
 

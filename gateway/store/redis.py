@@ -51,7 +51,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, WatchError
 
-from gateway.errors import GatewayError
 from gateway.keys.model import ApiKey, Status
 from gateway.secret import redact_url
 from gateway.store.base import (
@@ -60,6 +59,7 @@ from gateway.store.base import (
     ChangeFeed,
     DailyUsage,
     DigestMatch,
+    KeyNotFound,
     KeyWrite,
     Mutation,
     Page,
@@ -456,7 +456,7 @@ class RedisStore:
         record = await pipe.hget(record_key, "record")
         if record is None:
             await pipe.unwatch()
-            raise GatewayError("KEY_NOT_FOUND")
+            raise KeyNotFound(key_id)
         last_used = await pipe.hget(record_key + ":usage", "last_used_at")
         write = mutate(self._key(record, last_used))  # may raise: nothing is written
         op = "update" if write.key is not None else "delete"

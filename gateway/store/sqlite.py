@@ -26,13 +26,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import GatewayError
 from gateway.keys.model import ApiKey, Status
 from gateway.store.base import (
     AuditEvent,
     ChangeFeed,
     DailyUsage,
     DigestMatch,
+    KeyNotFound,
     KeyWrite,
     Mutation,
     Page,
@@ -269,7 +269,7 @@ class SqliteStore:
                     "SELECT record, last_used_at FROM keys WHERE id = ?", (key_id,)
                 ).fetchone()
                 if row is None:
-                    raise GatewayError("KEY_NOT_FOUND")
+                    raise KeyNotFound(key_id)
                 write = mutate(self._key(*row))
                 self._apply(db, key_id, write)
                 return write
