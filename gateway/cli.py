@@ -399,8 +399,14 @@ def serve(
     metavar="HOST:PORT",
     help="Forward-auth listener (default: server.authz_listen, else 127.0.0.1:8002).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    metavar="N",
+    help="Processes serving the listener (server.workers, default 1).",
+)
 @click.pass_context
-def authz(ctx: click.Context, listen: str | None) -> None:
+def authz(ctx: click.Context, listen: str | None, workers: int | None) -> None:
     """Run only the forward-auth listener: the key checks for nginx, Traefik, Caddy, Envoy.
 
     The front proxy asks it about every request and forwards the request itself (no
@@ -410,7 +416,10 @@ def authz(ctx: click.Context, listen: str | None) -> None:
     settings = _settings(ctx)
     if listen is None:
         listen = settings.server.authz_listen or "127.0.0.1:8002"
-    settings = _settings(ctx, server={"authz_listen": listen})
+    server_overrides: dict[str, Any] = {"authz_listen": listen}
+    if workers is not None:
+        server_overrides["workers"] = workers
+    settings = _settings(ctx, server=server_overrides)
     _run_server("authz", lambda server: server.authz(settings))
 
 

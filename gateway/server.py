@@ -376,7 +376,13 @@ def authz(settings: Settings) -> None:
     def ready() -> None:
         log.info("gateway authz listening: http://%s", address_of(sock))
 
-    _run(run_authz(settings, sock, on_ready=ready))
+    def run(on_ready: Callable[[], None]) -> None:
+        _run(run_authz(settings, sock, on_ready=on_ready))
+
+    if settings.server.workers == 1:
+        run(ready)
+        return
+    run_workers(settings.server.workers, run, ready, [sock])
 
 
 async def run_authz(

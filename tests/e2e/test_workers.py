@@ -172,3 +172,27 @@ def test_workers_stop_when_the_supervisor_is_killed(gateway: Gateway) -> None:
         GRACE,
         "the orphaned workers to stop",
     )
+
+
+@pytest.mark.parametrize("shape", ["gateway authz", "gateway serve --authz-listen"])
+def test_the_forward_auth_listener_is_shared_too(
+    shape: str, tmp_path: Path, upstream: Upstream
+) -> None:
+    from tests.e2e.front_proxies import launch_authz
+
+    serve_upstream = upstream.url if shape.startswith("gateway serve") else None
+    gw = launch_authz(
+        tmp_path / "authz",
+        serve_upstream=serve_upstream,
+        server={"workers": WORKERS, "trusted_proxies": ["127.0.0.1"]},
+    )
+    try:
+        wait_for(lambda: len(children(gw.proc.pid)) == WORKERS, 10, "the workers")
+        port = getattr(gw, "authz_port", gw.port)
+        key = gw.create_key(rateLimit="30/day")
+        answers = burst(f"http://127.0.0.1:{port}", {"X-API-Key": key.value}, 70)
+        codes = [r.status_code for r in answers]
+        assert codes.count(200) == 30, codes  # one limit over both workers
+        assert codes.count(429) == 40
+    finally:
+        assert gw.proc.stop() == 0, gw.proc.log()
