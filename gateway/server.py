@@ -29,6 +29,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway.fdwatch import FdWatch
 from gateway.settings import ConfigError, Settings, load_settings, parse_host_port
 
 log = logging.getLogger("gateway")
@@ -236,6 +237,7 @@ async def run_gateway(
     from gateway.runtime import Runtime
 
     runtime = Runtime(settings)
+    fd_watch = FdWatch()
     core = DecisionCore.for_listener(settings, "proxy", runtime=runtime)
     proxy = Proxy(settings, core, asyncio.get_running_loop())
     authz_server = None
@@ -243,6 +245,7 @@ async def run_gateway(
         shutdown.proxies.append(proxy)
         try:
             await runtime.start()
+            fd_watch.start()
             log_store(settings)
             if on_started is not None:
                 await on_started(runtime)
@@ -260,6 +263,7 @@ async def run_gateway(
             if authz_server is not None:
                 stopping.append(authz_server.stop(GRACE_SECONDS))
             await asyncio.gather(*stopping)
+            await fd_watch.stop()
             await runtime.stop()  # flushes buffered usage
             socks = [proxy_sock, admin_sock, *(sock for _, sock in extra)]
             for sock in [*socks, authz_sock] if authz_sock is not None else socks:
@@ -392,9 +396,11 @@ async def run_authz(
     from gateway.runtime import Runtime
 
     runtime = Runtime(settings)
+    fd_watch = FdWatch()
     with Shutdown().installed() as shutdown:
         try:
             await runtime.start()
+            fd_watch.start()
             log_store(settings)
             server = authz_listener(settings, runtime)
             if not shutdown.requested:
@@ -405,6 +411,7 @@ async def run_authz(
                 await shutdown.event.wait()
                 await server.stop(GRACE_SECONDS)
         finally:
+            await fd_watch.stop()
             await runtime.stop()  # flushes buffered usage
             sock.close()
     log.info("gateway authz stopped")

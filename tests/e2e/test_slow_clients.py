@@ -105,3 +105,52 @@ async def test_a_thousand_slow_clients_stall_no_one(tmp_path: Path, upstream: Up
         for sock in slow:
             sock.close()
         proc.stop(signal.SIGTERM)
+
+
+async def test_running_out_of_descriptors_is_logged_and_recovers(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    port, admin_port = free_port(), free_port()
+    config = tmp_path / "gateway.toml"
+    write_toml(
+        config,
+        {
+            "server": {
+                "listen": f"127.0.0.1:{port}",
+                "admin_listen": f"127.0.0.1:{admin_port}",
+                "header_timeout": 1.5,
+            },
+            "upstream": {"url": upstream.url},
+            "storage": {"url": f"sqlite:///{tmp_path / 'gateway.db'}"},
+        },
+    )
+    proc = Proc(
+        gateway_command("--config", str(config), "serve"), tmp_path / "gateway.log", clean_env()
+    )
+    slow: list[socket.socket] = []
+    try:
+        wait_for(lambda: port_open(port) and port_open(admin_port), 30, "the gateway")
+        # A tiny limit imposed from outside, after start: the gateway cannot raise it.
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (128, 128))
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+                slow.append(sock)
+        wait_for(lambda: "out of file descriptors" in proc.log(), 10, "the log line")
+        # The slow heads are cut by the header timeout; then normal requests are served.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = await fetch(port, "/normal", timeout=2)
+                if answer.status == 401:
+                    break
+            except (OSError, TimeoutError, asyncio.IncompleteReadError):
+                pass
+            assert time.monotonic() < deadline, "the gateway did not recover"
+            await asyncio.sleep(0.1)
+        assert "UPSTREAM_UNAVAILABLE" not in proc.log()
+    finally:
+        for sock in slow:
+            sock.close()
+        proc.stop(signal.SIGTERM)
