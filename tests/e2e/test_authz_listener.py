@@ -272,3 +272,47 @@ def test_connection_close_and_upgrade_are_answered_then_closed(conn: Conn, authz
         assert other.closed()
     finally:
         other.close()
+
+
+@pytest.fixture(scope="module")
+def untrusting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway authz that trusts some proxy, but not 127.0.0.1 (where the tests are)."""
+    gateway = launch_authz(
+        tmp_path_factory.mktemp("authz-untrusting"),
+        server={"trusted_proxies": ["10.0.0.0/8"]},
+        routes=[{"prefix": "/public", "public": True}],
+    )
+    yield gateway
+    assert gateway.proc.stop() == 0, gateway.proc.log()
+
+
+def test_forwarded_headers_from_an_untrusted_peer_change_nothing(untrusting: Gateway) -> None:
+    """X-Forwarded-Method/-Uri, X-Original-*, X-Forwarded-For from a peer that is not a
+    trusted proxy: the check is about the authz request itself, for the peer's address."""
+    lies = {
+        "X-Forwarded-Method": "GET",
+        "X-Forwarded-Uri": "/public/x",
+        "X-Original-Method": "GET",
+        "X-Original-URI": "/public/x",
+        "X-Forwarded-For": "203.0.113.77",
+        "X-Request-ID": "spoof-check-1",
+    }
+    conn = Conn(untrusting.port)
+    try:
+        conn.send(request("/private", method="DELETE", headers=lies))
+        answer = conn.response()
+    finally:
+        conn.close()
+    assert answer.status == 401, answer  # /private needs a key: /public/x was not believed
+    assert answer.json()["error"]["code"] == "MISSING_API_KEY"
+
+    def logged() -> dict[str, Any] | None:
+        for line in untrusting.proc.log().splitlines():
+            if "spoof-check-1" in line:
+                return json.loads(line)
+        return None
+
+    from tests.e2e.conftest import wait_for
+
+    line = wait_for(logged, 5, "the access line")
+    assert (line["method"], line["path"], line["clientIp"]) == ("DELETE", "/private", "127.0.0.1")
