@@ -325,7 +325,7 @@ def serve(settings: Settings) -> None:
             proxy_address,
             settings.upstream.url,
             admin_address,
-            f", forward auth http://{authz_address}" if authz_address else "",
+            f", forward auth {scheme}://{authz_address}" if authz_address else "",
         )
 
     def run(on_ready: Callable[[], None]) -> None:
@@ -378,7 +378,8 @@ def authz(settings: Settings) -> None:
     sock = bind(listen, "forward-auth listener (server.authz_listen)")
 
     def ready() -> None:
-        log.info("gateway authz listening: http://%s", address_of(sock))
+        scheme = "https" if settings.server.tls_cert else "http"
+        log.info("gateway authz listening: %s://%s", scheme, address_of(sock))
 
     def run(on_ready: Callable[[], None]) -> None:
         _run(run_authz(settings, sock, on_ready=on_ready))
@@ -421,10 +422,15 @@ def authz_listener(settings: Settings, runtime: Any) -> Any:
     """The forward-auth listener (not yet serving) on the process's shared resources."""
     from gateway.faces.authz import AuthzFace
     from gateway.faces.authz_listener import AuthzServer, EdgeLimits
+    from gateway.faces.proxy.server import tls_context
     from gateway.pipeline.core import DecisionCore
 
+    server = settings.server
+    tls = None
+    if server.tls_cert and server.tls_key:
+        tls = tls_context(server.tls_cert, server.tls_key)
     core = DecisionCore.for_listener(settings, "authz", runtime=runtime)
-    return AuthzServer(AuthzFace(core), EdgeLimits.from_settings(settings))
+    return AuthzServer(AuthzFace(core), EdgeLimits.from_settings(settings), tls)
 
 
 # --- gateway demo ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -294,11 +295,14 @@ def _error_answer(error: GatewayError) -> Answer:
 
 
 class AuthzServer:
-    """The authz listener on one socket: started, then stopped gracefully."""
+    """The authz listener on one socket (HTTPS with `tls`): started, stopped gracefully."""
 
-    def __init__(self, face: AuthzFace, limits: EdgeLimits) -> None:
+    def __init__(
+        self, face: AuthzFace, limits: EdgeLimits, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.face = face
         self.limits = limits
+        self.tls = tls  # server.tls_cert/tls_key: HTTPS, as the proxy listener
         self.connections: set[AuthzProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -314,6 +318,8 @@ class AuthzServer:
         self._server = await self.loop.create_server(
             lambda: AuthzProtocol(self.face, self.limits, self),
             sock=sock,  # type: ignore[arg-type]
+            ssl=self.tls,
+            backlog=1024,
         )
         self._sweeper = self.loop.call_later(self.sweep_interval, self._sweep)
 

@@ -9,6 +9,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -316,3 +317,65 @@ def test_forwarded_headers_from_an_untrusted_peer_change_nothing(untrusting: Gat
 
     line = wait_for(logged, 5, "the access line")
     assert (line["method"], line["path"], line["clientIp"]) == ("DELETE", "/private", "127.0.0.1")
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_tls_cert_and_key_make_the_authz_listener_https(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import ssl
+
+    import httpx
+
+    workdir = tmp_path_factory.mktemp("authz-tls")
+    cert, key_file = _self_signed(workdir)
+    gateway = launch_authz(
+        workdir / "gw",
+        server={"tls_cert": str(cert), "tls_key": str(key_file)},
+        routes=[{"prefix": "/public", "public": True}],
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        url = f"https://localhost:{gateway.port}"
+        with httpx.Client(verify=context) as client:
+            assert client.get(f"{url}/public/x").status_code == 200
+            denied = client.get(f"{url}/private")
+            assert denied.status_code == 401
+            assert denied.json()["error"]["code"] == "MISSING_API_KEY"
+        with pytest.raises(httpx.HTTPError):  # plain HTTP is not spoken
+            httpx.get(f"http://127.0.0.1:{gateway.port}/public/x", timeout=2)
+    finally:
+        assert gateway.proc.stop() == 0, gateway.proc.log()
