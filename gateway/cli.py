@@ -40,8 +40,9 @@ from gateway.keys.model import (
 )
 from gateway.keys.service import KeyService
 from gateway.settings import ConfigError, Settings, load_settings
-from gateway.store.base import StoreError, missing_store
+from gateway.store.base import StoreError
 from gateway.store.presence import WAIT_SECONDS, wait_applied
+from gateway.urls import missing_store
 
 T = TypeVar("T")
 

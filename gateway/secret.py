@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from gateway.settings import ConfigError, Settings
-from gateway.store.base import sqlite_path
+from gateway.urls import is_sqlite, redact_url, sqlite_path
 
 log = logging.getLogger("gateway")
 
@@ -47,7 +47,7 @@ def resolve_secret(settings: Settings) -> bytes:
     if from_env is not None:
         return from_env
     url = settings.storage.url
-    if not url.startswith("sqlite://"):
+    if not is_sqlite(url):
         raise ConfigError(
             f"{ENV_VAR} is required with storage.url = {redact_url(url)!r}: every replica "
             f"must share it. Set {ENV_VAR} to at least {MIN_LENGTH} random characters."
@@ -72,15 +72,3 @@ def resolve_secret(settings: Settings) -> bytes:
         handle.write(value + "\n")
     log.info("created a new server secret in %s (mode 0600); back it up with the database", path)
     return value.encode("utf-8")
-
-
-def redact_url(url: str) -> str:
-    """`url` without a password, for messages and logs."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

@@ -273,7 +273,7 @@ async def run_gateway(
 
 def log_store(settings: Settings) -> None:
     """Say which store this gateway opened: its absolute path, or its URL (no password)."""
-    from gateway.store.base import store_location
+    from gateway.urls import store_location
 
     log.info("key store: %s", store_location(settings.storage.url))
 
@@ -476,6 +476,7 @@ def demo(listen: str | None = None, admin_listen: str | None = None) -> None:
 
 async def _demo(workdir: Path, proxy_sock: socket.socket, admin_sock: socket.socket) -> None:
     from gateway.demo_upstream import echo_app
+    from gateway.urls import sqlite_url
 
     echo_sock = bind("127.0.0.1:0", "demo echo upstream")
     proxy, admin, echo = address_of(proxy_sock), address_of(admin_sock), address_of(echo_sock)
@@ -483,7 +484,7 @@ async def _demo(workdir: Path, proxy_sock: socket.socket, admin_sock: socket.soc
         None,
         server={"listen": proxy, "admin_listen": admin},
         upstream={"url": f"http://{echo}"},
-        storage={"url": f"sqlite:///{workdir / 'gateway.db'}"},
+        storage={"url": sqlite_url(workdir / "gateway.db")},
     )
     keys: dict[str, tuple[str, str]] = {}
 

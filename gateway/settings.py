@@ -29,6 +29,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from gateway import urls
 from gateway.keys.format import validate_prefix
 from gateway.keys.model import check_rate_limit
 
@@ -148,20 +149,16 @@ class StorageSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value.startswith("sqlite://"):
-            from gateway.store.base import sqlite_path
-
-            sqlite_path(value)
+        kind = urls.kind_of(value)
+        if kind == "sqlite":
+            urls.sqlite_path(value)
             return value
-        if value.startswith(("redis://", "rediss://", "unix://", "redis+")):
+        if kind == "redis":
             from gateway.store.redis_topology import parse_redis_url
 
             parse_redis_url(value)
             return value
-        raise ValueError(
-            "must be sqlite:///path.db or redis://host:port/db (or "
-            "redis+sentinel://host:port/service_name, redis+cluster://host:port,host:port)"
-        )
+        raise ValueError("must be " + urls.STORE_URLS)
 
 
 class KeysSettings(_Section):
@@ -226,17 +223,14 @@ class RateLimitSettings(_Section):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
-        if value is None or value.startswith("memory://"):
+        if value is None or urls.is_memory(value):
             return value
-        if value.startswith(("redis://", "rediss://", "unix://", "redis+")):
+        if urls.kind_of(value) == "redis":
             from gateway.store.redis_topology import parse_redis_url
 
             parse_redis_url(value)
             return value
-        raise ValueError(
-            "must be memory:// or redis://host:port/db (or "
-            "redis+sentinel://host:port/service_name, redis+cluster://host:port,host:port)"
-        )
+        raise ValueError("must be " + urls.COUNTER_URLS)
 
 
 class UsageSettings(_Section):
@@ -317,18 +311,10 @@ class Settings(BaseSettings):
         """`usage.spool_path`, or `<sqlite file>.usage-spool` / `./gateway-usage.spool`."""
         if self.usage.spool_path:
             return Path(self.usage.spool_path)
-        if self.storage.url.startswith("sqlite://"):
-            from gateway.store.base import sqlite_path
-
-            return Path(sqlite_path(self.storage.url) + ".usage-spool")
-        return Path("gateway-usage.spool")
+        return urls.spool_default(self.storage.url)
 
     def rate_limit_storage_url(self) -> str:
-        if self.rate_limit.storage:
-            return self.rate_limit.storage
-        if self.storage.url.startswith("sqlite://"):
-            return "memory://"
-        return self.storage.url
+        return urls.counter_url(self.storage.url, self.rate_limit.storage)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -351,11 +337,9 @@ _FILE_PATHS = (("usage", "spool_path"), ("server", "tls_cert"), ("server", "tls_
 
 def _resolve_paths(data: dict[str, Any], folder: Path) -> None:
     """Make the relative paths of a config file's `data` absolute, from `folder`."""
-    from gateway.store.base import absolute_store_url
-
     storage = data.get("storage")
     if isinstance(storage, dict) and isinstance(storage.get("url"), str):
-        storage["url"] = absolute_store_url(storage["url"], folder)
+        storage["url"] = urls.absolute_store_url(storage["url"], folder)
     for section, name in _FILE_PATHS:
         values = data.get(section)
         if isinstance(values, dict) and isinstance(values.get(name), str) and values[name]:

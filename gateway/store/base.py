@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from gateway.keys.model import ApiKey, Status
 from gateway.store.presence import GatewayPresence
+from gateway.urls import kind_of
 
 T = TypeVar("T")
 
@@ -258,58 +258,16 @@ def open_store(url: str, options: StoreOptions | None = None) -> Store:
     """The store for `url`: `sqlite:///path.db`, `redis://host:port/db`, `redis+sentinel://`
     or `redis+cluster://` (see store/redis_topology.py). Not yet opened."""
     options = options or StoreOptions()
-    if url.startswith("sqlite://"):
+    kind = kind_of(url)
+    if kind == "sqlite":
         from gateway.store.sqlite import SqliteStore
 
         return SqliteStore(url, options)
-    if url.startswith(
-        ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
-    ):
+    if kind == "redis":
         from gateway.store.redis import RedisStore
 
         return RedisStore(url, options)
     raise ValueError(f"unsupported storage URL {url!r}: use sqlite:///path.db or redis://")
-
-
-def sqlite_path(url: str) -> str:
-    """The file path of a `sqlite:///path.db` URL (`sqlite:////abs/path.db` is absolute)."""
-    path = url.removeprefix("sqlite://")
-    if path.startswith("/"):
-        path = path[1:]
-    if not path or path == ":memory:":
-        raise ValueError("sqlite:// URL needs a file path, e.g. sqlite:///gateway.db")
-    return path
-
-
-def absolute_store_url(url: str, folder: Path) -> str:
-    """`url` with a relative SQLite path made absolute from `folder` (other URLs as they are);
-    a config file's relative paths follow the file, not the working directory."""
-    if not url.startswith("sqlite://"):
-        return url
-    try:
-        path = Path(sqlite_path(url)).expanduser()
-    except ValueError:
-        return url  # the settings report it
-    return f"sqlite:///{folder / path}"
-
-
-def missing_store(url: str) -> Path | None:
-    """The absolute path of an embedded store that does not exist yet (None: it exists, or
-    the store is a server). Commands that only read check it, so they never create one."""
-    if not url.startswith("sqlite://"):
-        return None
-    path = Path(sqlite_path(url)).expanduser().absolute()
-    return None if path.exists() else path
-
-
-def store_location(url: str) -> str:
-    """What to tell a user about the store a URL opens: the absolute file path (SQLite), or
-    the URL without its password."""
-    if url.startswith("sqlite://"):
-        return str(Path(sqlite_path(url)).expanduser().absolute())
-    from gateway.secret import redact_url
-
-    return redact_url(url)
 
 
 def parse_cursor(text: str, field: str = "cursor") -> int:

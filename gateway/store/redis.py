@@ -52,7 +52,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from gateway.keys.model import ApiKey, Status
-from gateway.secret import redact_url
 from gateway.store.base import (
     ALL_KEYS,
     AuditEvent,
@@ -79,6 +78,7 @@ from gateway.store.presence import (
 )
 from gateway.store.redis_link import BackendDown, RedisLink
 from gateway.store.redis_topology import ClusterSlot, connect, parse_redis_url
+from gateway.urls import redact_url
 
 log = logging.getLogger("gateway.store")
 

@@ -25,7 +25,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 
-SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+from gateway.urls import REDIS_SCHEMES
+
+SCHEMES = REDIS_SCHEMES
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,6 @@ from gateway.store.base import (
     UsageSummary,
     page_of,
     parse_cursor,
-    sqlite_path,
 )
 from gateway.store.presence import (
     HEARTBEAT_SECONDS,
@@ -51,6 +50,7 @@ from gateway.store.presence import (
     GatewayPresence,
     process_label,
 )
+from gateway.urls import sqlite_path
 
 # Each entry upgrades the schema by one version; never edit a released entry, add one.
 MIGRATIONS: list[str] = [

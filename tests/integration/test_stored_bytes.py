@@ -11,7 +11,8 @@ import redis
 
 from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate, utcnow
 from gateway.keys.service import KeyService
-from gateway.store.base import UsageRecord, sqlite_path
+from gateway.store.base import UsageRecord
+from gateway.urls import sqlite_path
 from tests.conftest import TEST_SECRET
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from gateway.runtime import key_service, open_key_service
-from gateway.secret import redact_url, resolve_secret, secret_file_for
+from gateway.secret import resolve_secret, secret_file_for
 from gateway.settings import ConfigError, load_settings
+from gateway.urls import redact_url
 
 
 def sqlite_settings(tmp_path: Path):

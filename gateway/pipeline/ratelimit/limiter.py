@@ -22,6 +22,7 @@ from gateway.pipeline.ratelimit.policy import (
 )
 from gateway.pipeline.ratelimit.redis import RedisCounters
 from gateway.store.redis_link import BackendDown, pool_size
+from gateway.urls import is_memory
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -55,7 +56,7 @@ class RateLimiter:
         self.clock = clock
         self.memory: MemoryCounters | None = None
         self.redis: RedisCounters | None = None
-        if storage.startswith("memory://"):
+        if is_memory(storage):
             from gateway.pipeline.ratelimit.shared import counters_for
 
             # Shared by every worker of the machine under `server.workers` > 1.
