@@ -379,3 +379,27 @@ def test_tls_cert_and_key_make_the_authz_listener_https(
             httpx.get(f"http://127.0.0.1:{gateway.port}/public/x", timeout=2)
     finally:
         assert gateway.proc.stop() == 0, gateway.proc.log()
+
+
+def test_gateway_authz_startup_problems_are_one_line_and_an_exit_code(tmp_path: Path) -> None:
+    import socket as sockets
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import clean_env
+
+    command = [sys.executable, "-m", "gateway", "authz", "--listen"]
+    env = clean_env(GATEWAY_STORAGE__URL=f"sqlite:///{tmp_path / 'gateway.db'}")
+    bad = subprocess.run([*command, "nope"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2, bad
+    assert "server.authz_listen" in bad.stderr and "Traceback" not in bad.stderr
+    with sockets.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(
+            [*command, f"127.0.0.1:{port}"], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert busy.returncode == 1, busy
+    assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert "Traceback" not in busy.stderr

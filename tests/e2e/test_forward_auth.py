@@ -451,3 +451,18 @@ async def test_gateway_unreachable_fails_closed(
     assert got.status == status, got
     if name == "envoy":  # local_reply_config: the JSON envelope
         assert got.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+
+
+async def test_a_request_body_goes_to_the_upstream_never_to_the_gateway(
+    front: FrontProxy, keys: dict[str, Key], http: aiohttp.ClientSession
+) -> None:
+    import hashlib
+
+    body = bytes(range(256)) * 4096  # 1 MiB
+    headers = {"Authorization": f"Bearer {keys['write'].value}"}
+    async with http.post(f"{front.url}/upload", data=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        echo = await response.json()
+    assert echo["method"] == "POST"
+    assert echo["bodyLength"] == len(body)
+    assert echo["bodySha256"] == hashlib.sha256(body).hexdigest()
