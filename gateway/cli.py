@@ -124,7 +124,13 @@ def _log_lines_to_stderr() -> Iterator[None]:
 
 
 class _EchoHandler(logging.Handler):
-    """Writes to whatever sys.stderr is at the time (click's test runner swaps it)."""
+    """Writes to whatever sys.stderr is at the time (click's test runner swaps it).
+
+    The Redis link's liveness lines ("Redis is failing; probing…") are left out: they are
+    for a running server, while a command reports a failure once, as its `Error:` line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("gateway.redis")
 
     def emit(self, record: logging.LogRecord) -> None:
         click.echo(self.format(record), err=True)
