@@ -30,6 +30,7 @@ def authz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "keepalive_timeout": 0.8,
             "max_header_bytes": 4096,
             "max_headers": 30,
+            "max_body_bytes": 1000,
         },
         auth={"failed_attempts_limit": "10000/minute"},
         authz={"path_prefix": "/authz"},
@@ -207,6 +208,14 @@ def test_a_head_over_max_header_bytes_is_431_and_closed(conn: Conn) -> None:
     assert answer.json()["error"]["code"] == "HEADERS_TOO_LARGE"
     assert answer.json()["error"]["details"] == {"limit": 4096}
     assert answer.headers["connection"] == "close"
+    assert conn.closed()
+
+
+def test_a_body_over_max_body_bytes_is_413_and_closed(conn: Conn) -> None:
+    conn.send(request("/authz/public/x", method="POST", body=b"x" * 2000))
+    answer = conn.response()
+    assert answer.status == 413, answer
+    assert answer.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert conn.closed()
 
 
