@@ -246,13 +246,17 @@ def test_a_field_error_shows_its_request_id(signed_in: Page) -> None:
     envelope = answer.value.json()["error"]
     assert answer.value.status == 400 and envelope["details"]["field"] == "rateLimit"
 
-    alert = dialog.locator(".form-error")
-    expect(alert).to_contain_text(envelope["message"])
-    expect(alert).to_contain_text(f"(request id: {envelope['requestId']})")
+    # Said once, beside the field, in the form's words (not the API's "rateLimit").
+    expect(dialog.locator(".form-error")).to_be_hidden()
+    note = dialog.locator("#f-rate-error")
+    expect(note).to_have_text(
+        f"Rate limit: {envelope['details']['reason']}. (request id: {envelope['requestId']})"
+    )
+    assert "rateLimit" not in dialog.inner_text()
+    assert dialog.inner_text().count(envelope["details"]["reason"]) == 1
     rate = dialog.get_by_label("Rate limit")
     expect(rate).to_have_attribute("aria-invalid", "true")
     expect(rate).to_be_focused()
-    expect(dialog.locator("#f-rate-error")).to_have_text(envelope["details"]["reason"])
 
 
 def test_a_conflict_shows_its_request_id(signed_in: Page, gateway: Gateway) -> None:
@@ -428,9 +432,21 @@ def test_screenshots(browser: Any, tmp_path_factory: Any) -> None:
             if gateway.proxy_url:
                 expect(page.locator("#recent-body")).to_contain_text("/sites/site-eu/invoices/1")
             expect(chart.locator("rect.bar-requests")).to_have_count(30)
+            chart.locator("g.bar .bar-hit").nth(24).hover()  # the tooltip, in the picture
+            expect(page.get_by_role("tooltip")).to_be_visible()
             page.screenshot(path=str(SCREENSHOTS / "dashboard-details.png"))
         finally:
             context.close()
+        phone = browser.new_context(
+            base_url=gateway.admin_url, viewport={"width": 390, "height": 844}, is_mobile=True
+        )
+        try:
+            page = phone.new_page()
+            sign_in(page, gateway.admin_key)
+            expect(row(page, "Billing sync")).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "dashboard-phone.png"), full_page=True)
+        finally:
+            phone.close()
 
 
 def test_rotate_with_a_grace_period_keeps_the_old_value_working(
@@ -495,3 +511,147 @@ def test_an_expired_key_shows_expired_and_leaves_the_active_tab(
     expect(config).to_contain_text("Expired")
     expect(page.locator("#details-badges .badge-expired")).to_have_text("Expired")
     expect(page.locator("#details-badges .badge-active")).to_have_count(0)
+
+
+def test_field_errors_use_the_forms_words(signed_in: Page) -> None:
+    page = signed_in
+    page.get_by_role("button", name="Create key").click()
+    dialog = page.get_by_role("dialog", name="Create key")
+    dialog.get_by_label("Name").fill(unique("Bad site"))
+    dialog.get_by_label("All sites").uncheck()
+    dialog.get_by_label("Site ids").fill("bad site")
+    with page.expect_response("**/v1/keys") as answer:
+        dialog.get_by_role("button", name="Create key").click()
+    assert answer.value.status == 400
+    note = dialog.locator("#f-sites-error")
+    expect(note).to_contain_text("Sites: site id 'bad site' may use only letters, digits")
+    assert "[A-Za-z0-9_-]" not in dialog.inner_text()
+    expect(dialog.locator(".form-error")).to_be_hidden()
+
+
+def test_edit_is_not_offered_on_a_revoked_key(signed_in: Page, gateway: Gateway) -> None:
+    page = signed_in
+    name = unique("No edits")
+    key, _ = create_key(gateway, name)
+    assert gateway.admin("POST", f"/v1/keys/{key['id']}/revoke").status_code == 200
+    page.reload()
+    menu = open_menu(page, name)
+    expect(menu.get_by_role("menuitem", name="Edit Key")).to_have_count(0)
+    expect(menu.get_by_role("menuitem", name="Rotate Key")).to_be_disabled()
+    menu.get_by_role("menuitem", name="View Details").click()
+    actions = page.locator("#details-actions")
+    expect(actions.get_by_role("button", name="Delete Key")).to_be_visible()
+    expect(actions.get_by_role("button", name="Edit Key")).to_have_count(0)
+
+
+def test_a_toast_goes_with_the_next_action_and_never_covers_a_dialog(
+    signed_in: Page, gateway: Gateway
+) -> None:
+    page = signed_in
+    name = unique("Toasted")
+    create_key(gateway, name)
+    page.reload()
+    choose(page, name, "Revoke Key")
+    page.get_by_role("dialog", name=f"Revoke key “{name}”?").get_by_role(
+        "button", name="Revoke key"
+    ).click()
+    toast = page.locator("#toast")
+    expect(toast).to_contain_text("revoked")
+    assert toast.evaluate("t => getComputedStyle(t).pointerEvents") == "none"
+    # The next action — here opening a dialog — takes it away at once.
+    page.get_by_role("button", name="Create key").click()
+    expect(page.get_by_role("dialog", name="Create key")).to_be_visible()
+    expect(toast).to_be_hidden()
+    page.keyboard.press("Escape")
+
+    # Saving an edit from the details view: the toast goes with the next click anywhere.
+    other = unique("Toasted again")
+    create_key(gateway, other)
+    page.reload()
+    choose(page, other, "View Details")
+    page.locator("#details-actions").get_by_role("button", name="Edit Key").click()
+    dialog = page.get_by_role("dialog", name=f"Edit key “{other}”")
+    dialog.get_by_label("Name").fill(other + " v2")
+    dialog.get_by_role("button", name="Save").click()
+    expect(toast).to_contain_text("saved")
+    page.get_by_role("heading", name="Recent requests").click()
+    expect(toast).to_be_hidden()
+
+
+def test_the_usage_chart_has_a_tooltip_with_the_days_counts(
+    signed_in: Page, gateway: Gateway
+) -> None:
+    page = signed_in
+    name = unique("Charted")
+    key, _ = create_key(gateway, name)
+    seed_history(gateway, key["id"], days=5)
+    page.goto(f"/#/keys/{key['id']}")
+    expect(page.get_by_role("heading", name=name, level=1)).to_be_visible()
+    daily = gateway.admin("GET", f"/v1/keys/{key['id']}").json()["apiKey"]["usage"]["daily"]
+    day = next(d for d in daily if d["requests"] > 0)
+    bar = page.locator(f'#usage-chart g.bar[data-date="{day["date"]}"] .bar-hit')
+    bar.hover()
+    tip = page.get_by_role("tooltip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text(f"{day['requests']} requests")
+    errors = "1 error" if day["errors"] == 1 else f"{day['errors']} errors"
+    expect(tip).to_contain_text(errors)
+    # Beside or above its bar, never over it.
+    tip_box = tip.bounding_box()
+    drawn = page.locator(f'#usage-chart g.bar[data-date="{day["date"]}"] .bar-requests')
+    bar_box = drawn.bounding_box()
+    assert tip_box and bar_box
+    overlap_x = min(tip_box["x"] + tip_box["width"], bar_box["x"] + bar_box["width"]) - max(
+        tip_box["x"], bar_box["x"]
+    )
+    overlap_y = min(tip_box["y"] + tip_box["height"], bar_box["y"] + bar_box["height"]) - max(
+        tip_box["y"], bar_box["y"]
+    )
+    assert overlap_x <= 0 or overlap_y <= 0, (tip_box, bar_box)
+    page.mouse.move(0, 0)
+    expect(tip).to_be_hidden()
+
+
+def test_search_finds_keys_by_name_or_id_across_pages(signed_in: Page, gateway: Gateway) -> None:
+    page = signed_in
+    needle = unique("Needle")
+    key, _ = create_key(gateway, needle)
+    for index in range(30):  # the needle is now past the first page
+        create_key(gateway, f"{unique('Hay')} {index:02d}")
+    page.reload()
+    expect(row(page, needle)).to_have_count(0)
+    search = page.get_by_label("Search keys by name or id")
+    search.fill(needle.split()[-1])
+    expect(row(page, needle)).to_have_count(1)
+    expect(page.locator("#keys-body tr")).to_have_count(1)
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    search.fill(key["id"])
+    expect(row(page, needle)).to_have_count(1)
+    expect(page.locator("#keys-body tr")).to_have_count(1)
+    search.fill("no such key anywhere")
+    expect(page.locator("#keys-empty")).to_have_text("No keys match “no such key anywhere”.")
+    search.press("Escape")
+    expect(page.locator("#keys-body tr")).to_have_count(25)
+
+
+def test_a_phone_list_of_16_keys_is_compact(browser: Any, gateway: Gateway) -> None:
+    from tests.browser.conftest import launch_gateway
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        page = context.new_page()
+        with launch_gateway(gateway.log_path.parent / "phone16") as own:
+            for index in range(16):
+                create_key(own, f"Phone key {index:02d}", sites=["site-a", "site-b"])
+            page.goto(own.admin_url + "/")
+            page.get_by_label("Admin API key").fill(own.admin_key)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#keys-body tr")).to_have_count(17)  # and the admin key
+            height = page.evaluate("document.documentElement.scrollHeight")
+            assert height < 2600, height  # was ~3,800 px
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            first = page.locator("#keys-body tr").first
+            for label in ("Key", "Scope", "Status", "Created", "Last used"):
+                assert first.locator(f'td[data-label="{label}"]').is_visible()
+    finally:
+        context.close()

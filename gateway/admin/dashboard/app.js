@@ -28,6 +28,7 @@
     keysEmpty: $("keys-empty"),
     keysLoading: $("keys-loading"),
     loadMore: $("load-more"),
+    search: $("key-search"),
     createKey: $("create-key"),
     detailsView: $("details-view"),
     detailsTitle: $("details-title"),
@@ -59,6 +60,7 @@
     copySecret: $("copy-secret"),
     copyStatus: $("copy-status"),
     toast: $("toast"),
+    chartTip: null, // created with the chart
   };
 
   const state = {
@@ -71,6 +73,7 @@
     editing: null, // the key being edited, or null when creating
     confirm: null, // { action, key } while the confirm dialog is open
     usage: null, // the usage shown in the details view (to redraw the chart)
+    query: "", // the search box's text (name, id or hint), trimmed
   };
 
   // --- small DOM helpers ------------------------------------------------------------------
@@ -97,6 +100,7 @@
     const node = document.createElementNS(SVG_NS, tag);
     for (const [name, value] of Object.entries(attrs || {})) {
       if (name === "text") node.textContent = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
       else node.setAttribute(name, String(value));
     }
     for (const child of children.flat()) if (child) node.append(child);
@@ -239,12 +243,27 @@
     els.banner.hidden = true;
   }
 
+  // A toast says what just happened and goes away with the next thing the user does
+  // (a click, a key, a dialog opening, a new view) or after a few seconds. It never
+  // catches the pointer (pointer-events: none), so it cannot block what is under it.
   let toastTimer = null;
   function toast(message) {
     els.toast.textContent = message;
     els.toast.hidden = false;
     clearTimeout(toastTimer);
-    toastTimer = setTimeout(() => { els.toast.hidden = true; }, 4000);
+    toastTimer = setTimeout(hideToast, 4000);
+    // Armed after this turn: the click that caused the toast must not dismiss it.
+    setTimeout(() => {
+      document.addEventListener("pointerdown", hideToast, { capture: true, once: true });
+      document.addEventListener("keydown", hideToast, { capture: true, once: true });
+    }, 0);
+  }
+
+  function hideToast() {
+    clearTimeout(toastTimer);
+    els.toast.hidden = true;
+    document.removeEventListener("pointerdown", hideToast, { capture: true });
+    document.removeEventListener("keydown", hideToast, { capture: true });
   }
 
   // --- sign in / out ----------------------------------------------------------------------
@@ -304,6 +323,7 @@
     showApp();
     closeMenu(false);
     hideBanner();
+    hideToast();
     const match = /^#\/keys\/([A-Za-z0-9_]+)$/.exec(location.hash);
     if (match) await showDetails(match[1]);
     else await showList();
@@ -322,6 +342,10 @@
   }
 
   async function loadKeys(reset) {
+    if (state.query) {
+      await searchKeys();
+      return;
+    }
     const seq = ++state.listSeq;
     const params = new URLSearchParams({ status: state.status, limit: String(PAGE_SIZE) });
     if (!reset && state.nextCursor) params.set("cursor", state.nextCursor);
@@ -356,6 +380,65 @@
       }
     }
   }
+
+  // --- search: by name, id or hint, over every key of the current tab -----------------
+
+  const SEARCH_PAGE = 200; // the API's largest page
+  const SEARCH_MAX_PAGES = 50; // at most 10,000 keys are searched
+
+  function matches(key, query) {
+    const q = query.toLowerCase();
+    return key.name.toLowerCase().includes(q) || key.id.toLowerCase().includes(q)
+      || key.hint.toLowerCase().includes(q);
+  }
+
+  async function searchKeys() {
+    const seq = ++state.listSeq;
+    const query = state.query;
+    els.keysLoading.hidden = false;
+    els.keysEmpty.hidden = true;
+    els.loadMore.hidden = true;
+    const params = new URLSearchParams({ status: state.status, limit: String(SEARCH_PAGE) });
+    const found = [];
+    try {
+      for (let pageNo = 0; pageNo < SEARCH_MAX_PAGES; pageNo += 1) {
+        const page = await api("GET", `v1/keys?${params}`);
+        if (seq !== state.listSeq) return;
+        for (const key of page.data) {
+          if (state.status === "active" && !isUsable(key)) continue;
+          if (matches(key, query)) found.push(key);
+        }
+        if (!page.nextCursor) break;
+        params.set("cursor", page.nextCursor);
+      }
+      state.keys = found;
+      state.nextCursor = null;
+      renderKeys();
+    } catch (error) {
+      if (seq === state.listSeq) showBanner(error);
+    } finally {
+      if (seq === state.listSeq) els.keysLoading.hidden = true;
+    }
+  }
+
+  let searchTimer = null;
+  els.search.addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => {
+      const query = els.search.value.trim();
+      if (query === state.query) return;
+      state.query = query;
+      state.nextCursor = null;
+      loadKeys(true);
+    }, 200);
+  });
+  els.search.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && els.search.value) {
+      event.preventDefault();
+      els.search.value = "";
+      els.search.dispatchEvent(new Event("input"));
+    }
+  });
 
   function statusBadges(key) {
     // One status badge: "Expired" replaces "Active" for a key past its expiry.
@@ -411,9 +494,11 @@
       (again || els.listTitle).focus();
     }
     const tabName = { all: "", active: "active ", revoked: "revoked " }[state.status];
-    els.keysEmpty.textContent = state.status === "all"
-      ? "No API keys yet. Create one to get started."
-      : `No ${tabName}keys.`;
+    els.keysEmpty.textContent = state.query
+      ? `No ${tabName}keys match “${state.query}”.`
+      : state.status === "all"
+        ? "No API keys yet. Create one to get started."
+        : `No ${tabName}keys.`;
     els.keysEmpty.hidden = state.keys.length > 0;
     els.loadMore.hidden = !state.nextCursor;
   }
@@ -462,12 +547,15 @@
     const revoked = key.status === "revoked";
     const items = [
       { label: "View Details", run: () => { location.hash = `#/keys/${key.id}`; } },
-      { label: "Edit Key", run: () => openKeyForm(key) },
+    ];
+    // A revoked key cannot be used again, so there is nothing to edit on it.
+    if (!revoked) items.push({ label: "Edit Key", run: () => openKeyForm(key) });
+    items.push(
       { label: "Rotate Key", run: () => openConfirm("rotate", key), disabled: revoked,
         title: revoked ? "A revoked key cannot be rotated" : null },
       { label: "Revoke Key", run: () => openConfirm("revoke", key), danger: true, disabled: revoked,
         title: revoked ? "This key is already revoked" : null },
-    ];
+    );
     // Delete is only offered once a key is revoked (the revoke-before-delete rule).
     if (revoked) items.push({ label: "Delete Key", run: () => openConfirm("delete", key), danger: true });
     return items;
@@ -591,11 +679,10 @@
     els.detailsBadges.replaceChildren(scopeBadge(key.scope), ...statusBadges(key));
 
     const revoked = key.status === "revoked";
-    const actions = [
-      h("button", { type: "button", class: "btn btn-secondary", onclick: () => openKeyForm(key) }, "Edit Key"),
-    ];
+    const actions = [];
     if (!revoked) {
       actions.push(
+        h("button", { type: "button", class: "btn btn-secondary", onclick: () => openKeyForm(key) }, "Edit Key"),
         h("button", { type: "button", class: "btn btn-secondary", onclick: () => openConfirm("rotate", key) }, "Rotate Key"),
         h("button", { type: "button", class: "btn btn-danger-outline", onclick: () => openConfirm("revoke", key) }, "Revoke Key"),
       );
@@ -692,9 +779,10 @@
 
     const bars = daily.map((d, i) => {
       const x = pad.left + i * slot + (slot - barW) / 2;
-      const label = `${dayLabel(d.date)}: ${numFmt.format(d.requests)} requests, ${numFmt.format(d.errors)} errors`;
-      return s("g", { class: "bar" },
-        s("title", { text: label }),
+      const label = `${dayLabel(d.date)}: ${numFmt.format(d.requests)} ${d.requests === 1 ? "request" : "requests"}, ${numFmt.format(d.errors)} ${d.errors === 1 ? "error" : "errors"}`;
+      const show = () => showChartTip(d, pad.left + i * slot + slot / 2, y(d.requests), width);
+      return s("g", { class: "bar", "data-date": d.date, "aria-label": label, tabindex: "-1",
+        onpointerenter: show, onfocus: show, onpointerleave: hideChartTip, onblur: hideChartTip },
         // A full-height transparent hit area makes the tooltip easy to reach.
         s("rect", { class: "bar-hit", x: pad.left + i * slot, y: pad.top, width: slot, height: plotH }),
         d.requests > 0 ? s("rect", { class: "bar-requests", x, y: y(d.requests), width: barW, height: Math.max(1, y(0) - y(d.requests)), rx: 2 }) : null,
@@ -730,9 +818,45 @@
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Day"), h("th", { scope: "col" }, "Requests"), h("th", { scope: "col" }, "Errors"))),
       h("tbody", {}, daily.map((d) => h("tr", {}, h("td", {}, dayLabel(d.date)), h("td", {}, String(d.requests)), h("td", {}, String(d.errors)))))));
     const caption = h("figcaption", { class: "hint" }, summary);
+    // The hover/focus tooltip: the day's date and counts, above its bar.
+    els.chartTip = h("div", { class: "chart-tip", role: "tooltip", hidden: true });
     const frag = document.createDocumentFragment();
-    frag.append(svg, caption, table);
+    frag.append(svg, els.chartTip, caption, table);
     return frag;
+  }
+
+  /** The tooltip for `day`, above the top of its bar (at `barX`, `barTop` in the SVG's
+   * units), or beside it when the bar reaches the top; always inside the chart. */
+  function showChartTip(day, barX, barTop, width) {
+    const tip = els.chartTip;
+    if (!tip) return;
+    const plural = (n, one, many) => `${numFmt.format(n)} ${n === 1 ? one : many}`;
+    tip.replaceChildren(
+      h("strong", {}, dayLabel(day.date)),
+      h("span", {}, plural(day.requests, "request", "requests")),
+      h("span", { class: day.errors ? "tip-errors" : "" }, plural(day.errors, "error", "errors")),
+    );
+    tip.hidden = false;
+    const svg = els.usageChart.querySelector("svg");
+    const scale = svg ? svg.getBoundingClientRect().width / width : 1;
+    const x = barX * scale;
+    const top = barTop * scale;
+    const gap = 8;
+    const w = tip.offsetWidth;
+    const room = els.usageChart.clientWidth;
+    let left = x - w / 2;
+    let tipTop = top - tip.offsetHeight - gap;
+    if (tipTop < 0) {
+      // No room above a tall bar: beside it, towards the middle of the chart.
+      tipTop = 0;
+      left = x < room / 2 ? x + gap * 2 : x - w - gap * 2;
+    }
+    tip.style.left = `${Math.round(Math.max(0, Math.min(left, room - w)))}px`;
+    tip.style.top = `${Math.round(tipTop)}px`;
+  }
+
+  function hideChartTip() {
+    if (els.chartTip) els.chartTip.hidden = true;
   }
 
   // --- create / edit form -----------------------------------------------------------------
@@ -751,23 +875,44 @@
     form.querySelector(".form-error").hidden = true;
   }
 
-  /** Show an error in a dialog's form; a field error also marks and focuses the field. */
+  // The API names its fields ("rateLimit"); the form says "Rate limit".
+  const FIELD_LABEL = {
+    name: "Name", scope: "Scope", sites: "Sites", rateLimit: "Rate limit",
+    expiresAt: "Expiry", gracePeriodSeconds: "Grace period",
+  };
+
+  /** The API's reason for a field, in the words of the form. */
+  function formReason(field, reason) {
+    let text = String(reason || "is not valid")
+      .replace(/^Input should be a valid integer.*$/, "must be a whole number of seconds")
+      .replace(/^Input should be greater than or equal to (\d+)$/, "must be $1 or more")
+      .replace(/^Input should be less than or equal to (\d+)$/, "must be $1 or less")
+      .replace(/must match \[A-Za-z0-9_-\]\{1,64\}/, "may use only letters, digits, “-” and “_” (1 to 64)");
+    for (const [api, label] of Object.entries(FIELD_LABEL)) {
+      text = text.replaceAll(`'${api}'`, label.toLowerCase());
+    }
+    return `${FIELD_LABEL[field] || "This field"}: ${text.charAt(0).toLowerCase()}${text.slice(1)}.`
+      .replace(/\.\.$/, ".");
+  }
+
+  /** Show an error in a dialog's form. A field error is shown once, beside its field (in
+   * the form's words, with the request id), and marks and focuses the field; any other
+   * error shows at the top of the form. */
   function showFormError(form, error) {
     if (error.handled) return;
-    renderError(form.querySelector(".form-error"), error);
     const field = error.details && error.details.field;
     const inputId = FIELD_INPUT[field];
     const input = inputId && $(inputId);
-    if (input && form.contains(input)) {
-      input.setAttribute("aria-invalid", "true");
-      const note = $(`${inputId}-error`);
-      if (note) {
-        note.textContent = error.details.reason || error.message;
-        note.hidden = false;
-      }
-      if (field === "sites" && els.allSites.checked) els.allSites.focus();
-      else input.focus();
+    const note = input && $(`${inputId}-error`);
+    if (!input || !note || !form.contains(input)) {
+      renderError(form.querySelector(".form-error"), error);
+      return;
     }
+    input.setAttribute("aria-invalid", "true");
+    renderError(note, new ApiError(error.status, error.code,
+      formReason(field, error.details.reason), error.details, error.requestId));
+    if (field === "sites" && els.allSites.checked) els.allSites.focus();
+    else input.focus();
   }
 
   function syncSites() {
@@ -1008,6 +1153,7 @@
   const returnFocus = new WeakMap();
 
   function openDialog(dialog, focusTarget) {
+    hideToast(); // never over a dialog
     returnFocus.set(dialog, document.activeElement);
     dialog.showModal();
     if (focusTarget) focusTarget.focus();
