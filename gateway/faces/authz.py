@@ -104,17 +104,17 @@ class OriginalRequest:
                     raise invalid_request(
                         "X-Forwarded-Method", "the request names different original methods"
                     )
-                if forwarded and _TOKEN.fullmatch(forwarded):
-                    method = forwarded.decode("ascii")
+                if forwarded:
+                    method = _method(forwarded) or method
                 raw = _path_of(uri)
-                return method, unquote(raw.decode("latin-1")), raw
+                return method, _decoded(raw), raw
         raw = _path_of(target)
         prefix = self.path_prefix
         if prefix:
             text = raw.decode("latin-1")
             if text == prefix or text.startswith(prefix + "/"):
                 raw = raw[len(prefix) :] or b"/"
-        return method, unquote(raw.decode("latin-1")), raw
+        return method, _decoded(raw), raw
 
 
 class AuthzFace:
@@ -185,9 +185,32 @@ def _nginx_mode(headers: Sequence[tuple[bytes, bytes]]) -> bool:
     return False
 
 
+def _method(value: bytes) -> str | None:
+    """A forwarded method if it is an HTTP token (validated once per distinct value)."""
+    known = _METHODS.get(value)
+    if known is None:
+        if not _TOKEN.fullmatch(value):
+            return None
+        known = value.decode("ascii")
+        if len(_METHODS) < 64:
+            _METHODS[value] = known
+    return known
+
+
+_METHODS: dict[bytes, str] = {}
+
+
+def _decoded(raw: bytes) -> str:
+    """The path as ASGI gives it: percent-decoded (UTF-8)."""
+    path = raw.decode("latin-1")
+    return unquote(path) if "%" in path else path
+
+
 def _target_of(uri: bytes) -> bytes:
     """Path and query of a forwarded URI; ingress-nginx's X-Original-URL is a whole URL."""
-    if b"://" in uri and not uri.startswith(b"/"):
+    if uri[:1] == b"/":
+        return uri
+    if b"://" in uri:
         parts = urlsplit(uri.decode("latin-1"))
         target = parts.path or "/"
         return (target + "?" + parts.query if parts.query else target).encode("latin-1")
@@ -201,8 +224,5 @@ def _path_of(target: bytes) -> bytes:
             parts = urlsplit(target.decode("latin-1"))
             return (parts.path or "/").encode("latin-1")
         return b"/"
-    end = target.find(b"?")
-    if end >= 0:
-        target = target[:end]
-    end = target.find(b"#")
-    return target[:end] if end >= 0 else target
+    target = target.partition(b"?")[0]
+    return target.partition(b"#")[0] if b"#" in target else target
