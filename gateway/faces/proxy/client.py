@@ -51,7 +51,10 @@ _NONE, _IDLE, _HEAD = 0, 1, 2
 # Request fields the parser callbacks look at (besides collecting them).
 _WATCHED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"connection", b"host"})
 _HEAD_METHOD = b"HEAD"
-_SECONDS_TO_LINGER = 2.0
+# After a last answer the client may still be sending (a refused body): its bytes are read
+# and dropped for this long, so that the answer is not lost to a TCP reset (nginx's
+# lingering close).
+_SECONDS_TO_LINGER = 3.0
 
 
 class _Reject(Exception):
@@ -321,8 +324,10 @@ class ClientConnection(asyncio.Protocol):
         self._set_timer(_IDLE, self.proxy.header_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering or self.rejected is not None:
-            return  # discarding what a client sends after its error answer
+        if self.lingering:
+            return  # dropping what a client still sends after our last answer
+        if self.rejected is not None:
+            return
         if not self.in_head and self.current is None:
             self.in_head = True
             if self.timer_kind != _HEAD:
@@ -511,6 +516,7 @@ class ClientConnection(asyncio.Protocol):
                 exchange.target_error = invalid_request(
                     "path", "must be an absolute path starting with '/'"
                 )
+                exchange.keep_alive = False
                 exchange.raw_path, exchange.path = b"/", "/"
                 return
             raw_path, query = parsed.path, parsed.query or b""
