@@ -407,13 +407,21 @@ def serve(
     help="Forward-auth listener (default: server.authz_listen, else 127.0.0.1:8002).",
 )
 @click.option(
+    "--admin-listen",
+    metavar="HOST:PORT",
+    help="Also run the admin listener here (admin API, dashboard, /metrics, /healthz); "
+    "off unless given.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 256),
     metavar="N",
     help="Processes serving the listener (server.workers, default 1).",
 )
 @click.pass_context
-def authz(ctx: click.Context, listen: str | None, workers: int | None) -> None:
+def authz(
+    ctx: click.Context, listen: str | None, admin_listen: str | None, workers: int | None
+) -> None:
     """Run only the forward-auth listener: the key checks for nginx, Traefik, Caddy, Envoy.
 
     The front proxy asks it about every request and forwards the request itself (no
@@ -426,8 +434,11 @@ def authz(ctx: click.Context, listen: str | None, workers: int | None) -> None:
     server_overrides: dict[str, Any] = {"authz_listen": listen}
     if workers is not None:
         server_overrides["workers"] = workers
+    if admin_listen is not None:
+        server_overrides["admin_listen"] = admin_listen  # validated like the setting
     settings = _settings(ctx, server=server_overrides)
-    _run_server("authz", lambda server: server.authz(settings))
+    admin = settings.server.admin_listen if admin_listen is not None else None
+    _run_server("authz", lambda server: server.authz(settings, admin_listen=admin))
 
 
 @cli.command()

@@ -370,34 +370,56 @@ def run_workers(
 DEFAULT_AUTHZ_LISTEN = "127.0.0.1:8002"
 
 
-def authz(settings: Settings) -> None:
-    """Run the forward-auth listener alone until SIGTERM/SIGINT (blocking; SPEC §15)."""
+def authz(settings: Settings, *, admin_listen: str | None = None) -> None:
+    """Run the forward-auth listener alone until SIGTERM/SIGINT (blocking; SPEC §15).
+    With `admin_listen`, the admin listener (admin API, dashboard, /metrics, /healthz,
+    /readyz) runs in the same process too, on the same resources."""
     configure_logging()
     raise_fd_limit()
     listen = settings.server.authz_listen or DEFAULT_AUTHZ_LISTEN
     sock = bind(listen, "forward-auth listener (server.authz_listen)")
+    admin_sock = None
+    if admin_listen is not None:
+        try:
+            admin_sock = bind(admin_listen, "admin listener (--admin-listen)")
+        except OSError:
+            sock.close()
+            raise
+    authz_address = address_of(sock)
+    admin_address = address_of(admin_sock) if admin_sock is not None else None
 
     def ready() -> None:
         scheme = "https" if settings.server.tls_cert else "http"
-        log.info("gateway authz listening: %s://%s", scheme, address_of(sock))
+        log.info(
+            "gateway authz listening: %s://%s%s",
+            scheme,
+            authz_address,
+            f", admin http://{admin_address}" if admin_address else "",
+        )
 
     def run(on_ready: Callable[[], None]) -> None:
-        _run(run_authz(settings, sock, on_ready=on_ready))
+        _run(run_authz(settings, sock, admin_sock=admin_sock, on_ready=on_ready))
 
     if settings.server.workers == 1:
         run(ready)
         return
-    run_workers(settings.server.workers, run, ready, [sock])
+    run_workers(settings.server.workers, run, ready, [sock, admin_sock])
 
 
 async def run_authz(
-    settings: Settings, sock: socket.socket, *, on_ready: Callable[[], None] | None = None
+    settings: Settings,
+    sock: socket.socket,
+    *,
+    admin_sock: socket.socket | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Start the decision core, answer forward-auth requests until a signal, stop."""
+    """Start the decision core, answer forward-auth requests (and serve the admin
+    listener on `admin_sock`) until a signal, stop."""
     from gateway.runtime import Runtime
 
     runtime = Runtime(settings)
     fd_watch = FdWatch()
+    server = None
     with Shutdown().installed() as shutdown:
         try:
             await runtime.start()
@@ -406,15 +428,26 @@ async def run_authz(
             server = authz_listener(settings, runtime)
             if not shutdown.requested:
                 await server.start(sock)
-                if on_ready is not None:
-                    on_ready()
-                assert shutdown.event is not None
-                await shutdown.event.wait()
-                await server.stop(GRACE_SECONDS)
+                if admin_sock is not None:
+                    from gateway.admin.app import create_admin_app
+
+                    admin = create_admin_app(runtime)
+                    await run_listeners(
+                        [(admin, admin_sock)], shutdown, on_ready=on_ready, settings=settings
+                    )
+                else:
+                    if on_ready is not None:
+                        on_ready()
+                    assert shutdown.event is not None
+                    await shutdown.event.wait()
         finally:
+            if server is not None:
+                await server.stop(GRACE_SECONDS)
             await fd_watch.stop()
             await runtime.stop()  # flushes buffered usage
             sock.close()
+            if admin_sock is not None:
+                admin_sock.close()
     log.info("gateway authz stopped")
 
 

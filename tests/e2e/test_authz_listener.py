@@ -412,3 +412,48 @@ def test_gateway_authz_startup_problems_are_one_line_and_an_exit_code(tmp_path: 
     assert busy.returncode == 1, busy
     assert f"cannot listen on 127.0.0.1:{port}" in busy.stderr
     assert "Traceback" not in busy.stderr
+
+
+def test_gateway_authz_admin_listen_serves_metrics_and_the_admin_api(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """`gateway authz --admin-listen` runs the admin listener in the same process: the
+    checks show up in its /metrics, and its admin API sees the same store."""
+    import signal
+    import sys
+
+    import httpx
+
+    from tests.e2e.conftest import (
+        Proc,
+        clean_env,
+        free_port,
+        port_open,
+        wait_for,
+        write_toml,
+    )
+
+    workdir = tmp_path_factory.mktemp("authz-admin")
+    port, admin_port = free_port(), free_port()
+    storage = f"sqlite:///{workdir / 'gateway.db'}"
+    write_toml(workdir / "gateway.toml", {"storage": {"url": storage}})
+    args = [sys.executable, "-m", "gateway", "--config", str(workdir / "gateway.toml")]
+    args += ["authz", "--listen", f"127.0.0.1:{port}"]
+    args += ["--admin-listen", f"127.0.0.1:{admin_port}"]
+    proc = Proc(args, workdir / "authz.log", clean_env())
+    gateway = Gateway(proc, port, admin_port, storage)
+    try:
+        wait_for(lambda: port_open(port) and port_open(admin_port), 30, "both listeners")
+        admin_key = gateway.create_key("admin")
+        assert httpx.get(f"http://127.0.0.1:{port}/x").status_code == 401
+        admin = {"Authorization": f"Bearer {admin_key.value}"}
+        listed = httpx.get(f"http://127.0.0.1:{admin_port}/v1/keys", headers=admin)
+        assert listed.status_code == 200, listed.text
+        assert [k["id"] for k in listed.json()["data"]] == [admin_key.id]
+        metrics = httpx.get(f"http://127.0.0.1:{admin_port}/metrics").text
+        assert 'outcome="missing_api_key"' in metrics, metrics[:2000]
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/healthz").status_code == 200
+    finally:
+        code = proc.stop(signal.SIGTERM)
+    assert code == 0, proc.log()
+    assert "Traceback" not in proc.log()
