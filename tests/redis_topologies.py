@@ -93,11 +93,15 @@ class _Servers:
 
 
 class RedisCluster3(_Servers):
-    """Three masters, no replicas, every slot covered."""
+    """Three masters (and with `replicas=True` a replica each), every slot covered."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self, folder: Path, *, replicas: bool = False, node_timeout_ms: int = 2000
+    ) -> None:
         super().__init__(folder)
-        self.ports = [free_port() for _ in range(3)]
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+        self.ports = [free_port() for _ in range(6 if replicas else 3)]
 
     @property
     def url(self) -> str:
@@ -113,20 +117,23 @@ class RedisCluster3(_Servers):
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    str(self.node_timeout_ms),
                     # The bus port, else port + 10000 (which may be taken or above 65535).
                     "--cluster-port",
                     str(free_port()),
                 )
             nodes = [f"127.0.0.1:{p}" for p in self.ports]
+            replicas = ["--cluster-replicas", "1"] if self.replicas else []
             subprocess.run(
-                ["redis-cli", "--cluster", "create", *nodes, "--cluster-yes"],
+                ["redis-cli", "--cluster", "create", *nodes, *replicas, "--cluster-yes"],
                 capture_output=True,
                 timeout=30,
                 check=True,
             )
             for port in self.ports:
                 _wait(lambda p=port: self._ready(p), 20, f"cluster node {port}")
+            for port in self.ports:  # a replica can take over only once it has synced
+                _wait(lambda p=port: self._synced(p), 20, f"cluster replica {port}")
         except BaseException:
             self.stop()
             raise
@@ -134,12 +141,34 @@ class RedisCluster3(_Servers):
 
     def _ready(self, port: int) -> bool:
         info = _cli(port, "cluster", "info")
-        masters = _cli(port, "cluster", "nodes").count("master")
-        return "cluster_state:ok" in info and masters == 3
+        nodes = _cli(port, "cluster", "nodes")
+        replicas = nodes.count("slave") == 3 if self.replicas else True
+        return "cluster_state:ok" in info and nodes.count("master") == 3 and replicas
+
+    def _synced(self, port: int) -> bool:
+        info = _cli(port, "info", "replication")
+        return "role:master" in info or "master_link_status:up" in info
+
+    def owner(self, key: str) -> int | None:
+        """The port of the master that owns `key`'s slot now (None: none during a failover)."""
+        for port in self.ports:
+            if port not in self.procs:
+                continue
+            slot = int(_cli(port, "cluster", "keyslot", key).strip())
+            for line in _cli(port, "cluster", "nodes").splitlines():
+                fields = line.split()
+                if "master" not in fields[2] or "fail" in fields[2]:
+                    continue
+                for part in fields[8:]:
+                    low, _, high = part.partition("-")
+                    if low.isdigit() and int(low) <= slot <= int(high or low):
+                        return int(fields[1].split(":")[1].split("@")[0])
+        return None
 
     def flush(self) -> None:
         for port in self.ports:
-            _cli(port, "flushall")
+            if port in self.procs and "role:master" in _cli(port, "info", "replication"):
+                _cli(port, "flushall")
 
 
 class SentinelSetup(_Servers):
