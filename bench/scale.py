@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.keys import format as key_format
-from gateway.keys.model import ApiKey, Scope, Status, utcnow
+from gateway.keys.model import AccessLevel, ApiKey, Status, utcnow
 from gateway.keys.service import KeyService
 from gateway.pipeline.identify import KeyVerifier
 from gateway.runtime import open_key_service
@@ -44,7 +44,7 @@ async def fill(service: KeyService, count: int) -> list[str]:
         key = ApiKey(
             id=key_format.generate_key_id(),
             name="scale",
-            scope=Scope.READ,
+            scope=AccessLevel.READ,
             sites=("*",),
             status=Status.ACTIVE,
             rate_limit=None,

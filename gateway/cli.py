@@ -27,6 +27,7 @@ from gateway import __version__
 from gateway.errors import GatewayError, new_request_id
 from gateway.keys import render
 from gateway.keys.model import (
+    ACCESS_LEVELS,
     ALL_SITES,
     MAX_GRACE_SECONDS,
     ApiKey,
@@ -339,12 +340,8 @@ def cli(ctx: click.Context, config: str | None) -> None:
 
 def _run_server(entry: str, call: Callable[[Any], Any]) -> None:
     """Import gateway.server lazily (it pulls in the whole request path) and run it."""
-    try:
-        import gateway.server as server
-    except ModuleNotFoundError as exc:
-        if exc.name != "gateway.server":
-            raise
-        _fail(f"'gateway {entry}' is not available: this build has no gateway.server module.", 1)
+    import gateway.server as server
+
     with _failures(False, new_request_id(), f"run 'gateway {entry}'"):
         try:
             result = call(server)
@@ -469,7 +466,7 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--name", required=True, help="1-100 printable characters.")
-@click.option("--scope", required=True, type=click.Choice(["read", "write", "admin"]))
+@click.option("--scope", required=True, type=click.Choice(ACCESS_LEVELS))
 @click.option(
     "--site", "sites", multiple=True, metavar="ID", help="A site the key may use (repeat)."
 )
@@ -600,7 +597,7 @@ def keys_show(ctx: click.Context, key_id: str, as_json: bool) -> None:
 @keys.command("edit")
 @click.argument("key_id", metavar="ID")
 @click.option("--name", help="New name.")
-@click.option("--scope", type=click.Choice(["read", "write", "admin"]), help="New access level.")
+@click.option("--scope", type=click.Choice(ACCESS_LEVELS), help="New access level.")
 @click.option("--site", "sites", multiple=True, metavar="ID", help="Replace the sites (repeat).")
 @click.option("--all-sites", is_flag=True, help='Allow every site (sites = ["*"]).')
 @click.option("--rate-limit", metavar="LIMIT", help='e.g. "100/minute".')

@@ -249,7 +249,7 @@ _writer: _BatchWriter | None = None
 def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None) -> None:
     """JSON lines on `stream` (stderr) for every logger, written by a background thread."""
     global _writer
-    _stop_writer()
+    stop_writer()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     records: queue.SimpleQueue[logging.LogRecord | None] = queue.SimpleQueue()
@@ -261,16 +261,12 @@ def configure_logging(level: str | int = "INFO", stream: IO[str] | None = None) 
     root.setLevel(level)
     _writer = _BatchWriter(records, handler, queue_handler)
     _writer.start()
-    atexit.register(_stop_writer)
+    atexit.register(stop_writer)
 
 
-def _stop_writer() -> None:
+def stop_writer() -> None:
     """Write what is queued and stop the writer thread (at exit, or to reconfigure)."""
     global _writer
     if _writer is not None:
         _writer.stop()
         _writer = None
-
-
-# The name other modules may already use.
-_stop_listener = _stop_writer

@@ -105,28 +105,17 @@ class RequestTally:
         self.cache_hits = self.cache_misses = 0
         for (outcome, status), count in outcomes.items():
             REQUESTS.labels(outcome, str(status)).inc(count)
-        if durations:
-            _observe_many(REQUEST_DURATION, durations)
-        if upstream:
-            _observe_many(UPSTREAM_DURATION, upstream)
+        # Histogram.observe per value, at flush time: 0.57 µs a value against 0.07 µs
+        # for a bucket-counting shortcut on the histogram's private fields (measured for
+        # 4,096 values) — half a microsecond per request, not worth a private API.
+        for seconds in durations:
+            REQUEST_DURATION.observe(seconds)
+        for seconds in upstream:
+            UPSTREAM_DURATION.observe(seconds)
         if hits:
             KEY_CACHE_HIT.inc(hits)
         if misses:
             KEY_CACHE_MISS.inc(misses)
-
-
-def _observe_many(histogram: Histogram, values: list[float]) -> None:
-    """Histogram.observe for many values: one bucket search each, one inc per bucket."""
-    import bisect
-
-    bounds = histogram._upper_bounds
-    counts = [0] * len(bounds)
-    for value in values:
-        counts[bisect.bisect_left(bounds, value)] += 1
-    for index, count in enumerate(counts):
-        if count:
-            histogram._buckets[index].inc(count)
-    histogram._sum.inc(sum(values))
 
 
 TALLY = RequestTally()

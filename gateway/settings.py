@@ -31,7 +31,7 @@ from pydantic_settings import (
 
 from gateway import urls
 from gateway.keys.format import validate_prefix
-from gateway.keys.model import check_rate_limit
+from gateway.keys.model import AccessLevelName, check_rate_limit
 
 # An HTTP header name (RFC 9110 token): an empty or spaced name could never match a request.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -266,7 +266,7 @@ class AuthzSettings(_Section):
 
 class RouteRule(_Section):
     prefix: str
-    scope: Literal["read", "write", "admin"] | None = None
+    scope: AccessLevelName | None = None
     public: bool = False
 
     @field_validator("prefix")

@@ -106,7 +106,7 @@ class Supervisor:
         # child): the log writer thread is flushed and stopped, and started again on
         # both sides.
         configured = logs._writer is not None
-        logs._stop_writer()
+        logs.stop_writer()
         pid = os.fork()
         if configured:
             logs.configure_logging()

@@ -16,14 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from gateway.errors import STATUS
-from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate
+from gateway.keys.model import AccessLevelName, KeyCreate, KeyEdit, KeyRotate
 from gateway.keys.service import MAX_PAGE
 from gateway.settings import Settings
 
 KEY_ID = r"^key_[0-9A-Za-z]{16}$"
 CURSOR = r"^[0-9]{1,18}$"
 REF = "#/components/schemas/{model}"
-ScopeName = Literal["read", "write", "admin"]
 
 
 # --- response models (mirror gateway.keys.render) ---------------------------------------
@@ -38,7 +37,7 @@ class ApiKeyRecord(_Out):
 
     id: str = Field(pattern=KEY_ID)
     name: str
-    scope: ScopeName
+    scope: AccessLevelName
     sites: list[str]
     status: Literal["active", "revoked"]
     rateLimit: str | None

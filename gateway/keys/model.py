@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import limits
 from pydantic import (
@@ -35,10 +35,18 @@ MAX_LIMIT_WINDOW = 10 * 360 * 86_400  # ten of the `limits` library's 360-day ye
 _ZERO_WINDOW = re.compile(r"(?:/|\bper)\s*0+\s*[A-Za-z]", re.IGNORECASE)
 
 
-class Scope(StrEnum):
+class AccessLevel(StrEnum):
+    """A key's access level (SPEC §3; the JSON field `scope`): read < write < admin."""
+
     READ = "read"
     WRITE = "write"
     ADMIN = "admin"
+
+
+# The old name (the JSON field is still `scope`), for code written before the rename.
+Scope = AccessLevel
+# Its values in order, spelled once: CLI choices, settings, the OpenAPI enum.
+ACCESS_LEVELS = tuple(level.value for level in AccessLevel)
 
 
 class Status(StrEnum):
@@ -46,7 +54,7 @@ class Status(StrEnum):
     REVOKED = "revoked"
 
 
-SCOPE_RANK = {Scope.READ: 0, Scope.WRITE: 1, Scope.ADMIN: 2}
+LEVEL_RANK = {AccessLevel.READ: 0, AccessLevel.WRITE: 1, AccessLevel.ADMIN: 2}
 
 
 def utcnow() -> datetime:
@@ -144,7 +152,8 @@ RateLimit = Annotated[str | None, AfterValidator(check_rate_limit)]
 ExpiresAt = Annotated[
     AwareDatetime | None, BeforeValidator(check_rfc3339_text), AfterValidator(check_future)
 ]
-ScopeName = Literal["read", "write", "admin"]
+AccessLevelName = Literal["read", "write", "admin"]  # ACCESS_LEVELS, as a type
+assert get_args(AccessLevelName) == ACCESS_LEVELS
 
 
 class _Body(BaseModel):
@@ -155,7 +164,7 @@ class KeyCreate(_Body):
     """Body of `POST /v1/keys`."""
 
     name: Name
-    scope: ScopeName
+    scope: AccessLevelName
     sites: Sites = Field(default_factory=lambda: [ALL_SITES])
     rate_limit: RateLimit = Field(default=None, alias="rateLimit")
     # strict=False so that an RFC 3339 string is accepted from JSON.
@@ -166,7 +175,7 @@ class KeyEdit(_Body):
     """Body of `PATCH /v1/keys/{id}`: only the fields present change."""
 
     name: Name | None = None
-    scope: ScopeName | None = None
+    scope: AccessLevelName | None = None
     sites: Sites | None = None
     rate_limit: RateLimit = Field(default=None, alias="rateLimit")
     expires_at: ExpiresAt = Field(default=None, alias="expiresAt", strict=False)
@@ -218,7 +227,7 @@ def validation_error(exc: ValidationError, model: type[BaseModel]) -> GatewayErr
 class ApiKey:
     id: str
     name: str
-    scope: Scope
+    scope: AccessLevel
     sites: tuple[str, ...]
     status: Status
     rate_limit: str | None
@@ -271,7 +280,7 @@ class ApiKey:
         return cls(
             id=data["id"],
             name=data["name"],
-            scope=Scope(data["scope"]),
+            scope=AccessLevel(data["scope"]),
             sites=tuple(data["sites"]),
             status=Status(data["status"]),
             rate_limit=data.get("rate_limit"),

@@ -16,11 +16,11 @@ from typing import Any
 from gateway.errors import GatewayError, invalid_request
 from gateway.keys import format as key_format
 from gateway.keys.model import (
+    AccessLevel,
     ApiKey,
     KeyCreate,
     KeyEdit,
     KeyRotate,
-    Scope,
     Status,
     rfc3339,
     utcnow,
@@ -188,7 +188,7 @@ class KeyService:
         key = ApiKey(
             id=key_format.generate_key_id(),
             name=body.name,
-            scope=Scope(body.scope),
+            scope=AccessLevel(body.scope),
             sites=tuple(body.sites),
             status=Status.ACTIVE,
             rate_limit=body.rate_limit,
@@ -218,7 +218,7 @@ class KeyService:
         if "name" in fields:
             updates["name"] = body.name
         if "scope" in fields:
-            updates["scope"] = Scope(body.scope)
+            updates["scope"] = AccessLevel(body.scope)
         if "sites" in fields:
             updates["sites"] = tuple(body.sites or ())
         if "rate_limit" in fields:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from gateway import logs, metrics
 from gateway.errors import GatewayError, accept_request_id, error_body
 from gateway.keys.format import is_well_formed
-from gateway.keys.model import SCOPE_RANK, ApiKey, Scope
+from gateway.keys.model import LEVEL_RANK, AccessLevel, ApiKey
 from gateway.pipeline.clientip import UNKNOWN, ClientIP
 from gateway.pipeline.decide import (
     RouteRules,
@@ -52,7 +52,7 @@ FAILED_ATTEMPT_CODES = frozenset({"INVALID_API_KEY", "KEY_REVOKED", "KEY_EXPIRED
 ALLOWED = "allowed"
 REQUEST_ID = b"x-request-id"
 _FORWARDED_FOR = b"x-forwarded-for"
-_ADMIN_RANK = SCOPE_RANK[Scope.ADMIN]
+_ADMIN_RANK = LEVEL_RANK[AccessLevel.ADMIN]
 _VIEWS_MAX = 10_000
 
 
@@ -99,7 +99,7 @@ class Decision:
 
     @property
     def upstream_headers(self) -> list[Header]:
-        """SPEC §7's additions for the upstream: X-Gateway-Key-Id/-Scope, X-Request-ID,
+        """SPEC §7's additions for the upstream: X-Gateway-Key-Id/-AccessLevel, X-Request-ID,
         X-Forwarded-For/-Proto/-Host (a client's X-Forwarded-* kept only from a trusted
         proxy). Built on first use: only the proxy and forward auth need them."""
         head = self._head
@@ -420,11 +420,11 @@ def render_error(
 
 
 def _check_admin(key: ApiKey) -> None:
-    if SCOPE_RANK[key.scope] < _ADMIN_RANK:
+    if LEVEL_RANK[key.scope] < _ADMIN_RANK:
         raise GatewayError(
             "INSUFFICIENT_SCOPE",
             "The admin API needs an API key with the admin access level.",
-            {"required": Scope.ADMIN.value, "granted": key.scope.value},
+            {"required": AccessLevel.ADMIN.value, "granted": key.scope.value},
         )
 
 

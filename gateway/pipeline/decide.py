@@ -11,21 +11,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError, invalid_request
-from gateway.keys.model import SCOPE_RANK, SITE_PATTERN, ApiKey, Scope
+from gateway.keys.model import LEVEL_RANK, SITE_PATTERN, AccessLevel, ApiKey
 from gateway.settings import RouteRule
 
 # SPEC §3: read allows GET, HEAD, OPTIONS; write adds POST, PUT, PATCH, DELETE; any other
 # method (TRACE, CONNECT, custom verbs) needs admin, which "allows everything".
-METHOD_SCOPE: dict[str, Scope] = {
-    "GET": Scope.READ,
-    "HEAD": Scope.READ,
-    "OPTIONS": Scope.READ,
-    "POST": Scope.WRITE,
-    "PUT": Scope.WRITE,
-    "PATCH": Scope.WRITE,
-    "DELETE": Scope.WRITE,
+METHOD_SCOPE: dict[str, AccessLevel] = {
+    "GET": AccessLevel.READ,
+    "HEAD": AccessLevel.READ,
+    "OPTIONS": AccessLevel.READ,
+    "POST": AccessLevel.WRITE,
+    "PUT": AccessLevel.WRITE,
+    "PATCH": AccessLevel.WRITE,
+    "DELETE": AccessLevel.WRITE,
 }
-_RANK_SCOPE = {rank: scope for scope, rank in SCOPE_RANK.items()}
+_RANK_SCOPE = {rank: scope for scope, rank in LEVEL_RANK.items()}
 
 
 def normalize_path(path: str) -> str:
@@ -63,7 +63,7 @@ class RouteRules:
             Rule(
                 rule.prefix,
                 rule.public,
-                SCOPE_RANK[Scope(rule.scope)] if rule.scope is not None else 0,
+                LEVEL_RANK[AccessLevel(rule.scope)] if rule.scope is not None else 0,
             )
             for rule in rules
         ]
@@ -80,7 +80,7 @@ class RouteRules:
 
 
 def required_rank(method: str, rule: Rule | None) -> int:
-    rank = SCOPE_RANK[METHOD_SCOPE.get(method, Scope.ADMIN)]
+    rank = LEVEL_RANK[METHOD_SCOPE.get(method, AccessLevel.ADMIN)]
     if rule is not None and rule.rank > rank:
         return rule.rank
     return rank
@@ -88,7 +88,7 @@ def required_rank(method: str, rule: Rule | None) -> int:
 
 def check_scope(key: ApiKey, required: int) -> None:
     """403 INSUFFICIENT_SCOPE unless the key's access level reaches `required`."""
-    if SCOPE_RANK[key.scope] < required:
+    if LEVEL_RANK[key.scope] < required:
         raise GatewayError(
             "INSUFFICIENT_SCOPE",
             details={"required": _RANK_SCOPE[required].value, "granted": key.scope.value},

@@ -13,12 +13,12 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from gateway import metrics
 from gateway.errors import GatewayError, invalid_request
 from gateway.keys.format import is_well_formed, key_length
-from gateway.keys.model import ApiKey, Status, utcnow
+from gateway.keys.model import ApiKey, Status
 from gateway.keys.service import KeyService
 from gateway.store.base import ALL_KEYS, DigestMatch, StoreError
 
@@ -84,7 +84,7 @@ class KeyVerifier:
         cache_ttl: float = 60.0,
         max_entries: int = 100_000,
         monotonic: Callable[[], float] = time.monotonic,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.service = service
         self.prefix = service.prefix
@@ -125,8 +125,7 @@ class KeyVerifier:
         entry = self._cache.get(self.service.digest(value))
         if (
             entry is not None
-            and self.clock is utcnow
-            and time.time() < entry.good_until
+            and self.clock() < entry.good_until
             and self.monotonic() - entry.loaded < self.cache_ttl
         ):
             metrics.TALLY.cache_hits += 1
@@ -150,7 +149,7 @@ class KeyVerifier:
         if digest is None or not is_well_formed(value, self.prefix):
             raise GatewayError("INVALID_API_KEY")
         match = await self._match(digest)
-        now = self.clock()
+        now = datetime.fromtimestamp(self.clock(), UTC)
         if match is None or not match.valid_at(now):
             raise GatewayError("INVALID_API_KEY")
         key = match.key

@@ -229,9 +229,6 @@ class ChangeFeed:
     def add(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
 
-    def __bool__(self) -> bool:
-        return bool(self._listeners)
-
     def notify(self, key_id: str) -> None:
         for listener in self._listeners:
             try:

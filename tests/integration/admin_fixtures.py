@@ -13,7 +13,7 @@ import pytest
 
 from gateway.admin.app import create_admin_app
 from gateway.keys import format as key_format
-from gateway.keys.model import ApiKey, KeyCreate, Scope, Status, utcnow
+from gateway.keys.model import AccessLevel, ApiKey, KeyCreate, Status, utcnow
 from gateway.keys.service import KeyService
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
@@ -48,7 +48,7 @@ class Admin:
         events = (await self.service.audit(None, 200)).data
         return keys, events
 
-    async def expired_key(self, scope: Scope = Scope.ADMIN) -> tuple[ApiKey, str]:
+    async def expired_key(self, scope: AccessLevel = AccessLevel.ADMIN) -> tuple[ApiKey, str]:
         """A key whose expiry has passed, written straight to the store (the service
         refuses a past expiresAt, as it should)."""
         now = utcnow()

@@ -25,7 +25,7 @@ from gateway.admin.api import MAX_BODY_BYTES
 from gateway.admin.app import create_admin_app
 from gateway.errors import GatewayError
 from gateway.keys.format import generate_key
-from gateway.keys.model import Scope, rfc3339, utcnow
+from gateway.keys.model import AccessLevel, rfc3339, utcnow
 from gateway.runtime import Runtime
 from gateway.settings import load_settings
 from tests.conftest import need
@@ -758,7 +758,7 @@ async def test_admin_api_requests_are_recorded_as_usage_of_the_calling_key(admin
 
 
 async def test_an_expired_key_stays_active_and_says_expired(admin: Admin) -> None:
-    key, _ = await admin.expired_key(Scope.READ)
+    key, _ = await admin.expired_key(AccessLevel.READ)
     shown = (await admin.client.get(f"/v1/keys/{key.id}")).json()["apiKey"]
     assert shown["status"] == "active" and shown["expired"] is True
     listed = (await admin.client.get("/v1/keys?status=active")).json()["data"]

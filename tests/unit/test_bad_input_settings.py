@@ -59,12 +59,12 @@ def test_tls_cert_and_key_come_together(tmp_path: Path) -> None:
 
 
 def test_the_largest_allowed_values_load_and_render_a_key(tmp_path: Path) -> None:
-    from gateway.keys.model import ApiKey, Scope, Status, utcnow
+    from gateway.keys.model import AccessLevel, ApiKey, Status, utcnow
 
     path = write(tmp_path, "[keys]\nrotation_days = 36500\n[usage]\nflush_interval = 3600\n")
     settings = load_settings(path)
     now = utcnow()
-    key = ApiKey("key_x", "x", Scope.READ, ("*",), Status.ACTIVE, None, "gw_…", now, now)
+    key = ApiKey("key_x", "x", AccessLevel.READ, ("*",), Status.ACTIVE, None, "gw_…", now, now)
     assert key.rotation_due(settings.keys.rotation_days) is False
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.keys.model import ApiKey, Scope, Status
+from gateway.keys.model import AccessLevel, ApiKey, Status
 from gateway.pipeline.decide import (
     RouteRules,
     SiteRules,
@@ -25,7 +25,7 @@ def make_key(scope: str = "read", sites: tuple[str, ...] = ("*",)) -> ApiKey:
     return ApiKey(
         id="key_0123456789abcdef",
         name="k",
-        scope=Scope(scope),
+        scope=AccessLevel(scope),
         sites=sites,
         status=Status.ACTIVE,
         rate_limit=None,

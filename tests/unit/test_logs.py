@@ -62,7 +62,7 @@ def test_configured_writer_takes_the_fast_path_only_when_it_is_the_only_route() 
         logs.log_access("r-2", "key_x", "allowed", 200, 0.5, "GET", "/p", "127.0.0.1")
         logging.getLogger("gateway").warning("after")
     finally:
-        logs._stop_writer()
+        logs.stop_writer()
         for handler in list(root.handlers):
             root.removeHandler(handler)
         for handler in saved[0]:
