@@ -216,18 +216,24 @@ def launch_gateway(workdir: Path, upstream_url: str, **config: Any) -> Gateway:
         gateway_command("--config", str(config_path), "serve"), workdir / "gateway.log", clean_env()
     )
     gateway = Gateway(proc, port, admin_port, sections["storage"]["url"], sections)
+    wait_listening(proc, [port, admin_port], "the gateway")
+    return gateway
+
+
+def wait_listening(proc: Proc, ports: list[int], what: str) -> None:
+    """Wait until `proc` listens on every one of `ports`; fail (and kill it) if it exits
+    first or takes longer than START_TIMEOUT."""
 
     def ready() -> bool:
         if not proc.alive():
-            raise AssertionError(f"gateway exited early ({proc.popen.returncode}):\n{proc.log()}")
-        return port_open(port) and port_open(admin_port)
+            raise AssertionError(f"{what} exited early ({proc.popen.returncode}):\n{proc.log()}")
+        return all(port_open(port) for port in ports)
 
     try:
-        wait_for(ready, START_TIMEOUT, "the gateway to listen")
+        wait_for(ready, START_TIMEOUT, f"{what} to listen")
     except BaseException:
         proc.stop(signal.SIGKILL)
         raise
-    return gateway
 
 
 @dataclass

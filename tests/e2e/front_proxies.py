@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.e2e.conftest import (
     launch_gateway,
     port_open,
     wait_for,
+    wait_listening,
     write_toml,
 )
 
@@ -120,17 +120,7 @@ def start_front(name: str, workdir: Path, authz_port: int, api_port: int) -> Fro
     else:
         raise ValueError(name)
     proc = Proc(args, workdir / f"{name}.log", env)
-
-    def ready() -> bool:
-        if not proc.alive():
-            raise AssertionError(f"{name} exited early:\n{proc.log()}")
-        return port_open(port)
-
-    try:
-        wait_for(ready, START_TIMEOUT, f"{name} to listen")
-    except BaseException:
-        proc.stop(signal.SIGKILL)
-        raise
+    wait_listening(proc, [port], name)
     return FrontProxy(name, proc, port)
 
 
@@ -158,16 +148,5 @@ def launch_authz(workdir: Path, *, serve_upstream: str | None = None, **config: 
     args = [sys.executable, "-m", "gateway", "--config", str(config_path), "authz"]
     args += ["--listen", f"127.0.0.1:{port}"]
     proc = Proc(args, workdir / "authz.log", clean_env())
-    gateway = Gateway(proc, port, 0, storage_url, sections)
-
-    def ready() -> bool:
-        if not proc.alive():
-            raise AssertionError(f"gateway authz exited early:\n{proc.log()}")
-        return port_open(port)
-
-    try:
-        wait_for(ready, START_TIMEOUT, "gateway authz to listen")
-    except BaseException:
-        proc.stop(signal.SIGKILL)
-        raise
-    return gateway
+    wait_listening(proc, [port], "gateway authz")
+    return Gateway(proc, port, 0, storage_url, sections)
