@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -119,3 +121,24 @@ class RequestTally:
 
 
 TALLY = RequestTally()
+
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def exposition() -> bytes:
+    """The /metrics text: this process's metrics or, under `server.workers` > 1 (the
+    supervisor sets PROMETHEUS_MULTIPROC_DIR before any worker imports this module),
+    every worker's summed — prometheus_client's multiprocess mode, in which each
+    worker writes its values to files in that folder. Workers flush their tallies every
+    second (gateway/workers.py), so a scrape sees every worker's requests within ~1 s."""
+    from prometheus_client import generate_latest
+
+    if not os.environ.get(MULTIPROCESS_ENV):
+        return generate_latest(REGISTRY)
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    TALLY.flush()
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -12,6 +12,9 @@ on them with its own event loop, store connection and key cache.
 - Revokes reach every worker as they reach every replica: each worker follows the
   store's change feed (SQLite: the `changes` table; Redis: pub/sub) and registers with
   the store as a running gateway, so key commands wait for every worker.
+- /metrics (admin listener) sums every worker's counts: the supervisor points
+  prometheus_client's multiprocess mode at a temporary folder, and each worker adds its
+  pending request tallies to it every second.
 - A worker that dies is replaced (its index and log lines stay); five quick deaths in a
   row, or a worker failing before any worker was ever ready (a bad config, an
   unreachable store), stop the supervisor with that worker's exit code.
@@ -24,10 +27,14 @@ on them with its own event loop, store connection and key cache.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -37,6 +44,36 @@ QUICK_SECONDS = 2.0  # a worker that dies sooner than this after its start died 
 QUICK_LIMIT = 5  # that many quick deaths in a row: give up
 RESTART_DELAY = 0.2
 PR_SET_PDEATHSIG = 1
+METRICS_FLUSH_SECONDS = 1.0
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as gateway.metrics (not imported here)
+
+
+def _multiprocess_metrics() -> str | None:
+    """A folder for every worker's metrics (prometheus_client multiprocess mode), set in
+    the environment the workers inherit; None if prometheus_client is loaded already
+    (then each worker's /metrics shows its own counts only)."""
+    if "prometheus_client" in sys.modules:
+        log.warning("metrics: prometheus_client loaded before the workers; /metrics per worker")
+        return None
+    folder = tempfile.mkdtemp(prefix="gateway-metrics-")
+    os.environ[MULTIPROCESS_ENV] = folder
+    return folder
+
+
+def _flush_metrics_every(seconds: float) -> None:
+    """In a worker's loop: add the pending request tallies to the shared metrics files
+    every `seconds`, so a scrape answered by another worker sees them."""
+    if not os.environ.get(MULTIPROCESS_ENV):
+        return
+    from gateway import metrics
+
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:
+        metrics.TALLY.flush()
+        loop.call_later(seconds, tick)
+
+    loop.call_later(seconds, tick)
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -66,6 +103,7 @@ class Supervisor:
     def run(self) -> int:
         """Until every worker stopped after a signal (0), or the workers keep failing
         (their exit code). Blocking; call before any event loop or thread exists."""
+        metrics_dir = _multiprocess_metrics()  # before anything imports prometheus_client
         from gateway.pipeline.ratelimit import shared as shared_counters
 
         table = shared_counters.create_table()
@@ -84,6 +122,9 @@ class Supervisor:
                     signal.signal(sig, handler)
                 os.close(self._ready_read)
                 os.close(self._ready_write)
+                if metrics_dir is not None:
+                    shutil.rmtree(metrics_dir, ignore_errors=True)
+                    os.environ.pop(MULTIPROCESS_ENV, None)
 
     def pids(self) -> list[int]:
         return sorted(self.children)
@@ -125,9 +166,10 @@ class Supervisor:
         shared_counters.attach(table)  # type: ignore[arg-type]
         write = self._ready_write
 
-        def ready() -> None:
+        def ready() -> None:  # called in the worker's event loop
             with contextlib.suppress(OSError):
                 os.write(write, b"r")
+            _flush_metrics_every(METRICS_FLUSH_SECONDS)
 
         # A startup failure raises out of here and ends this process the way a single
         # process ends (one message, the documented exit code).

@@ -66,6 +66,16 @@ def live(gateway: Gateway) -> int:
         return 0
 
 
+def allowed(gateway: Gateway) -> float:
+    """gateway_requests_total{outcome="allowed"} from /metrics (a new connection)."""
+    text = httpx.get(gateway.admin_url + "/metrics", headers={"Connection": "close"}).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("gateway_requests_total{") and 'outcome="allowed"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 def burst(url: str, headers: dict[str, str], count: int) -> list[httpx.Response]:
     """`count` requests, 8 at a time, each on a connection of its own."""
 
@@ -116,6 +126,12 @@ def test_one_limit_and_one_throttle_across_workers(gateway: Gateway) -> None:
     assert codes.count("TOO_MANY_FAILED_ATTEMPTS") == 13
     served = [pid for pid in workers if cpu_ticks(pid) - before[pid] >= 5]
     assert len(served) == WORKERS, "both workers should have served requests"
+    # /metrics, answered by whichever worker, counts every worker's requests.
+    wait_for(
+        lambda: all(allowed(gateway) == 40 for _ in range(4)),
+        10,
+        "/metrics to sum both workers' requests",
+    )
 
 
 def test_a_revoke_has_reached_every_worker_when_the_cli_returns(gateway: Gateway) -> None:
