@@ -1,21 +1,33 @@
-"""Bench 2 — the proxy over HTTP: `gateway serve` vs a bare pass-through proxy on the same
-stack (bench/bare_proxy.py), both in front of the same nginx serving a small static
-answer, load from `wrk`. Also an nginx `proxy_pass` to the same origin, as the outside
-reference. Rounds are interleaved so that drift on a shared machine hits every target.
+"""Bench 2 — the proxy over HTTP: CPU per request of `gateway serve` next to nginx
+`proxy_pass`, measured in the same run (issue #11).
 
-    python bench/proxy_http.py [--rounds 3] [--seconds 5] [--connections 16]
+    python bench/proxy_http.py [--rounds 3] [--seconds 5] [--connections 32] [--before DIR]
 
-Targets (issue #3): gateway ≥ 0.80 of the bare proxy's throughput; p99 added ≤ 1 ms at
-half of the bare proxy's peak rate. `wrk` has no fixed-rate mode (that is wrk2), so the
-half-rate runs use a Lua `delay()` per request: each of C connections waits C/R seconds
-between requests, which paces the total near R req/s (closed loop: the achieved rate is
-printed next to each result, slightly below R when latency adds up).
+Every system under test runs pinned to core 0 (`taskset -c 0`); the origin (an nginx
+serving a small static answer) and the load (`wrk -t1`) run on core 1. CPU per request is
+the system's utime + stime from /proc/PID/stat (all its processes) over the requests wrk
+counted. Rounds are interleaved so that drift on a shared machine hits every system.
+
+Systems: nginx `proxy_pass` (the reference; its own nginx, one worker), `gateway serve`
+(every check on at SPEC defaults: cached key, SQLite, memory limits, usage recording, the
+access log), the same data path with the decision core switched off
+(bench/proxy_core_off.py), the bare uvicorn + aiohttp pass-through (bench/bare_proxy.py),
+and with `--before DIR` the `gateway serve` of another source tree (e.g. a `git archive`
+of the commit before the native data path) run with this interpreter.
+
+Targets (issue #11): CPU efficiency (nginx µs / gateway µs) ≥ 0.40; gateway ≥ 0.70 of the
+core-off data path; p99 at half the gateway's peak rate within nginx's p99 + 1 ms at that
+rate. `wrk` has no fixed-rate mode (that is wrk2), so the paced runs use a Lua `delay()`
+per request: each of C connections waits C/R seconds between requests (closed loop; the
+achieved rate is printed). Memory: RSS per idle keep-alive connection, and RSS after
+10,000 connections opened and closed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -53,6 +65,53 @@ http {{
         listen 127.0.0.1:{origin};
         location / {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
     }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+ORIGIN_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/origin.pid;
+error_log {dir}/origin-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{origin};
+        location / {{ default_type text/plain; return 200 "hello from nginx\\n"; }}
+    }}
+}}
+"""
+
+PROXY_CONF = """\
+worker_processes 1;
+daemon off;
+pid {dir}/proxy.pid;
+error_log {dir}/proxy-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    keepalive_requests 1000000;
+    upstream origin {{ server 127.0.0.1:{origin}; keepalive 64; }}
     server {{
         listen 127.0.0.1:{proxy};
         location / {{
@@ -104,12 +163,26 @@ def need(tool: str) -> str:
     return path
 
 
+SUT_CORE = "0"  # systems under test
+LOAD_CORE = "1"  # origin and wrk
+
+
 @contextmanager
 def process(
-    args: list[str], port: int, env: dict[str, str] | None = None
+    args: list[str],
+    port: int,
+    env: dict[str, str] | None = None,
+    *,
+    core: str | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen]:
+    """Run `args` until the block ends, its port open; pinned to `core` if given."""
     proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=str(ROOT)
+        ["taskset", "-c", core, *args] if core is not None else args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=str(cwd),
     )
     try:
         wait_port(port, proc)
@@ -122,32 +195,10 @@ def process(
             proc.kill()
 
 
-@dataclass
-class Stack:
-    """nginx origin + nginx proxy_pass + bare proxy + gateway, all on free ports."""
-
-    origin: int
-    nginx_proxy: int
-    bare: int
-    gateway: int
-    admin: int
-    workdir: Path
-    storage_url: str = ""
-    key: str = ""
-    pids: dict[str, int] = field(default_factory=dict)
-
-    def urls(self) -> dict[str, str]:
-        return {
-            "nginx": f"http://127.0.0.1:{self.nginx_proxy}/",
-            "bare": f"http://127.0.0.1:{self.bare}/",
-            "gateway": f"http://127.0.0.1:{self.gateway}/",
-        }
-
-
-def gateway_env() -> dict[str, str]:
+def gateway_env(source: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["GATEWAY_SECRET"] = SECRET
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = str(source)
     return env
 
 
@@ -166,6 +217,140 @@ def create_key(storage_url: str, rate_limit: str, scope: str = "read") -> str:
             return value
 
     return asyncio.run(main())
+
+
+@dataclass
+class Systems:
+    """The origin and every system under test of `main`, on free ports."""
+
+    workdir: Path
+    origin: int
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    key: str = ""
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}/"
+
+
+def _gateway_config(workdir: Path, name: str, port: int, origin: int, storage: str) -> Path:
+    config = workdir / f"{name}.toml"
+    config.write_text(
+        f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_listen = "127.0.0.1:{free_port()}"\n'
+        f'[upstream]\nurl = "http://127.0.0.1:{origin}"\n'
+        f'[storage]\nurl = "{storage}"\n'
+    )
+    return config
+
+
+@contextmanager
+def systems(before: Path | None = None) -> Iterator[Systems]:
+    nginx = need("nginx")
+    need("wrk")
+    need("taskset")
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    s = Systems(workdir, free_port())
+    names = ["nginx", "gateway", "core-off", "bare"] + (["before"] if before else [])
+    s.ports = {name: free_port() for name in names}
+    (workdir / "origin.conf").write_text(ORIGIN_CONF.format(dir=workdir, origin=s.origin))
+    (workdir / "proxy.conf").write_text(
+        PROXY_CONF.format(dir=workdir, origin=s.origin, proxy=s.ports["nginx"])
+    )
+    storage = f"sqlite:///{workdir / 'gateway.db'}"
+    s.key = create_key(storage, "1000000000/minute")
+    origin_url = f"http://127.0.0.1:{s.origin}"
+    try:
+        with contextlib.ExitStack() as running:
+            running.enter_context(
+                process(
+                    [nginx, "-p", str(workdir), "-c", str(workdir / "origin.conf")],
+                    s.origin,
+                    core=LOAD_CORE,
+                )
+            )
+            commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
+                "nginx": ([nginx, "-p", str(workdir), "-c", str(workdir / "proxy.conf")], None),
+                "gateway": (
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway",
+                        "--config",
+                        str(
+                            _gateway_config(
+                                workdir, "gateway", s.ports["gateway"], s.origin, storage
+                            )
+                        ),
+                        "serve",
+                    ],
+                    gateway_env(),
+                ),
+                "core-off": (
+                    [
+                        sys.executable,
+                        str(BENCH / "proxy_core_off.py"),
+                        str(s.ports["core-off"]),
+                        origin_url,
+                    ],
+                    None,
+                ),
+                "bare": (
+                    [
+                        sys.executable,
+                        str(BENCH / "bare_proxy.py"),
+                        str(s.ports["bare"]),
+                        origin_url,
+                    ],
+                    None,
+                ),
+            }
+            if before is not None:
+                commands["before"] = (
+                    [
+                        sys.executable,
+                        "-m",
+                        "gateway",
+                        "--config",
+                        str(
+                            _gateway_config(workdir, "before", s.ports["before"], s.origin, storage)
+                        ),
+                        "serve",
+                    ],
+                    {**gateway_env(before)},
+                )
+            for name, (args, env) in commands.items():
+                # `python -m gateway` imports the tree it runs in: the 'before' one from its own.
+                cwd = before if name == "before" and before is not None else ROOT
+                proc = running.enter_context(
+                    process(args, s.ports[name], env=env, core=SUT_CORE, cwd=cwd)
+                )
+                s.pids[name] = proc.pid
+            yield s
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class Stack:
+    """nginx origin + nginx proxy_pass + bare proxy + gateway, all on free ports, unpinned
+    (for bench/rejections.py and bench/proxy_parts.py)."""
+
+    origin: int
+    nginx_proxy: int
+    bare: int
+    gateway: int
+    admin: int
+    workdir: Path
+    storage_url: str = ""
+    key: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def urls(self) -> dict[str, str]:
+        return {
+            "nginx": f"http://127.0.0.1:{self.nginx_proxy}/",
+            "bare": f"http://127.0.0.1:{self.bare}/",
+            "gateway": f"http://127.0.0.1:{self.gateway}/",
+        }
 
 
 @contextmanager
@@ -224,6 +409,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its descendants (nginx's worker), from /proc."""
+    children: dict[int, list[int]] = {}
+    own: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+        own[int(entry)] = int(fields[11]) + int(fields[12])
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += own.get(current, 0)
+        todo += children.get(current, [])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -242,8 +448,11 @@ def wrk(
     rate: float | None = None,
     workdir: Path | None = None,
     pid: int | None = None,
+    core: str | None = None,
+    tree: bool = False,
 ) -> WrkResult:
-    args = [need("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    args = ["taskset", "-c", core] if core is not None else []
+    args += [need("wrk"), "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     for name, value in (headers or {}).items():
         args += ["-H", f"{name}: {value}"]
     if rate is not None:
@@ -253,9 +462,10 @@ def wrk(
         args += ["-s", str(script), url, "--", str(round(connections * 1000 / rate, 3))]
     else:
         args.append(url)
-    cpu_before = cpu_seconds(pid) if pid else 0.0
+    measure = tree_cpu_seconds if tree else cpu_seconds
+    cpu_before = measure(pid) if pid else 0.0
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    cpu = cpu_seconds(pid) - cpu_before if pid else None
+    cpu = measure(pid) - cpu_before if pid else None
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -271,67 +481,122 @@ def wrk(
     )
 
 
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise KeyError("VmRSS")
+
+
+def idle_connection_memory(port: int, pid: int, count: int = 1000) -> tuple[float, int, int]:
+    """(KiB per idle keep-alive connection, RSS before and after `count`·10 connections
+    opened — each with one request — and closed), in KiB."""
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer %s\r\n\r\n"
+    start = rss_kib(pid)
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port))
+        socks.append(sock)
+    time.sleep(0.5)
+    per_connection = (rss_kib(pid) - start) / count
+    for sock in socks:
+        sock.close()
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    for _ in range(10):
+        batch = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+        for sock in batch:
+            sock.sendall(request % KEY_FOR_MEMORY.encode())
+        for sock in batch:
+            sock.recv(65536)
+            sock.close()
+    time.sleep(0.5)
+    return per_connection, before, rss_kib(pid)
+
+
+KEY_FOR_MEMORY = ""
+
+
 def main() -> None:
+    global KEY_FOR_MEMORY
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--before", type=Path, help="source tree of the 'before' gateway")
     opts = parser.parse_args()
 
-    with stack() as s:
-        urls = s.urls()
-        auth = {"gateway": {"Authorization": f"Bearer {s.key}"}}
-        for name, url in urls.items():  # warm-up: pools filled, code paths hot
-            wrk(url, seconds=1, connections=opts.connections, headers=auth.get(name))
-        peak: dict[str, list[WrkResult]] = {name: [] for name in urls}
+    with systems(opts.before) as s:
+        KEY_FOR_MEMORY = s.key
+        names = list(s.ports)
+        auth = {"Authorization": f"Bearer {s.key}"}
+        for name in names:  # warm-up: pools filled, code paths hot
+            wrk(s.url(name), seconds=2, connections=opts.connections, headers=auth, core=LOAD_CORE)
+        peak: dict[str, list[WrkResult]] = {name: [] for name in names}
         for _ in range(opts.rounds):
-            for name, url in urls.items():
+            for name in names:
                 result = wrk(
-                    url,
+                    s.url(name),
                     seconds=opts.seconds,
                     connections=opts.connections,
-                    headers=auth.get(name),
-                    pid=s.pids.get(name),
+                    headers=auth,
+                    pid=s.pids[name],
+                    core=LOAD_CORE,
+                    tree=True,
                 )
                 assert result.non_2xx == 0, f"{name}: {result.non_2xx} non-2xx answers"
                 peak[name].append(result)
         median_rps = {name: statistics.median(r.rps for r in rs) for name, rs in peak.items()}
-        half = median_rps["bare"] / 2
-        paced: dict[str, list[WrkResult]] = {"bare": [], "gateway": []}
+        cpu = {
+            name: statistics.median(r.cpu_us for r in rs if r.cpu_us is not None)
+            for name, rs in peak.items()
+        }
+        half = median_rps["gateway"] / 2
+        paced: dict[str, list[WrkResult]] = {"nginx": [], "gateway": []}
         for _ in range(opts.rounds):
             for name in paced:
                 paced[name].append(
                     wrk(
-                        urls[name],
+                        s.url(name),
                         seconds=opts.seconds,
                         connections=opts.connections,
-                        headers=auth.get(name),
+                        headers=auth,
                         rate=half,
                         workdir=s.workdir,
+                        core=LOAD_CORE,
                     )
                 )
+        memory = idle_connection_memory(s.ports["gateway"], s.pids["gateway"])
+        load = os.getloadavg()
 
-    print(f"wrk -t1 -c{opts.connections} -d{opts.seconds}s --latency, {opts.rounds} rounds")
-    print("\npeak throughput (median of rounds):")
-    for name, results in peak.items():
-        rounds = ", ".join(f"{r.rps:.0f}" for r in results)
-        print(
-            f"  {name:8s} {median_rps[name]:8.0f} req/s   p50 "
-            f"{statistics.median(r.p50_ms for r in results):.2f} ms   rounds: {rounds}"
-        )
-    ratio = median_rps["gateway"] / median_rps["bare"]
-    print(f"  gateway / bare proxy       = {ratio:.2f}   (target >= 0.80)")
-    cpu = {
-        name: statistics.median(r.cpu_us for r in peak[name] if r.cpu_us is not None)
-        for name in ("bare", "gateway")
-    }
     print(
-        f"  CPU per request: bare {cpu['bare']:.0f} us, gateway {cpu['gateway']:.0f} us "
-        f"(ratio {cpu['bare'] / cpu['gateway']:.2f}: the same comparison, less sensitive to "
-        "other load on the machine)"
+        f"taskset -c {SUT_CORE} <system>; taskset -c {LOAD_CORE} wrk -t1 -c{opts.connections} "
+        f"-d{opts.seconds}s --latency; {opts.rounds} interleaved rounds; "
+        f"load average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
-    print(f"  gateway / nginx proxy_pass = {median_rps['gateway'] / median_rps['nginx']:.2f}")
-    print(f"\nat half of the bare proxy's peak ({half:.0f} req/s target, paced):")
+    print("\npeak (median of rounds):")
+    print(f"  {'system':9s} {'req/s':>8s} {'CPU µs/req':>11s} {'nginx/it':>9s}   rounds (µs/req)")
+    for name, results in peak.items():
+        rounds = ", ".join(f"{r.cpu_us:.1f}" for r in results if r.cpu_us is not None)
+        print(
+            f"  {name:9s} {median_rps[name]:8.0f} {cpu[name]:11.1f} "
+            f"{cpu['nginx'] / cpu[name]:9.2f}   {rounds}"
+        )
+    print(
+        f"\n  CPU efficiency of gateway serve (nginx µs / gateway µs) = "
+        f"{cpu['nginx'] / cpu['gateway']:.2f}   (target >= 0.40, stretch 0.50)"
+    )
+    print(
+        f"  gateway / core-off data path (core-off µs / gateway µs) = "
+        f"{cpu['core-off'] / cpu['gateway']:.2f}   (target >= 0.70)"
+    )
+    if "before" in cpu:
+        print(
+            f"  before: efficiency {cpu['nginx'] / cpu['before']:.3f}; "
+            f"gateway now uses {cpu['gateway'] / cpu['before']:.2f} of the CPU per request "
+            f"it used before ({cpu['before'] / cpu['gateway']:.1f}x less)"
+        )
+    print(f"\nat half the gateway's peak ({half:.0f} req/s target, paced):")
     p99 = {}
     for name, results in paced.items():
         p99[name] = statistics.median(r.p99_ms for r in results)
@@ -339,7 +604,13 @@ def main() -> None:
             f"  {name:8s} achieved {statistics.median(r.rps for r in results):7.0f} req/s   "
             f"p50 {statistics.median(r.p50_ms for r in results):.2f} ms   p99 {p99[name]:.2f} ms"
         )
-    print(f"  p99 added by the gateway = {p99['gateway'] - p99['bare']:.2f} ms   (target <= 1 ms)")
+    print(f"  gateway p99 - nginx p99 = {p99['gateway'] - p99['nginx']:.2f} ms   (target <= 1 ms)")
+    per_connection, before_rss, after_rss = memory
+    print(
+        f"\nmemory: {per_connection:.1f} KiB per idle keep-alive connection (1,000 open); "
+        f"RSS {before_rss / 1024:.1f} MiB before and {after_rss / 1024:.1f} MiB after 10,000 "
+        "connections opened, used once and closed"
+    )
 
 
 if __name__ == "__main__":

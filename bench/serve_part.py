@@ -2,35 +2,36 @@
 
     python bench/serve_part.py PART PORT CONFIG
 
-Same server set-up as `gateway serve` (gateway.server: uvicorn + httptools + uvloop,
-JSON logging configured, one Runtime, one UpstreamApp); PART chooses what runs:
-- `forward`: the forwarding stage alone (UpstreamApp, no middleware);
-- `pipeline`: GatewayMiddleware + forwarding, no usage recording, no access log;
-- `usage`: as `pipeline`, plus usage recording;
-- `full`: as `usage`, plus the access log (what `gateway serve` runs).
+Same set-up as `gateway serve` (the native data path, gateway.faces.proxy, on uvloop; JSON
+logging configured; one Runtime; the proxy's DecisionCore); PART chooses what runs:
+- `core-off`: the data path alone, every request allowed at once (bench/proxy_core_off.py);
+- `decide`: + the decision core's checks, nothing recorded after the answer;
+- `usage`: + usage recording and metrics;
+- `full`: + the access log (what `gateway serve` runs).
 """
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway import server
 from gateway.logs import ACCESS
 from gateway.settings import load_settings
 
-PARTS = ("forward", "pipeline", "usage", "full")
-
-
-def _record_nothing(*args: object) -> None:
-    pass
+PARTS = ("core-off", "decide", "usage", "full")
 
 
 async def main(part: str, port: int, config: str) -> None:
-    from gateway.middleware import GatewayMiddleware
-    from gateway.pipeline.forward import UpstreamApp
+    from proxy_core_off import NoChecks
+
+    from gateway.faces.proxy import Proxy
+    from gateway.pipeline.core import DecisionCore
     from gateway.runtime import Runtime
 
     settings = load_settings(config)
@@ -38,25 +39,32 @@ async def main(part: str, port: int, config: str) -> None:
     if part != "full":
         ACCESS.disabled = True
     runtime = Runtime(settings)
-    upstream = UpstreamApp(settings)
     await runtime.start()
-    await upstream.start()
-    usage = runtime.usage
-    record = usage.record
-    if part in ("forward", "pipeline"):
-        usage.record = _record_nothing  # type: ignore[method-assign]  # the middleware records nothing
-    app = upstream if part == "forward" else GatewayMiddleware(upstream, runtime=runtime)
+    loop = asyncio.get_running_loop()
+    core: object
+    if part == "core-off":
+        core = NoChecks()
+    else:
+        core = DecisionCore.for_listener(settings, "proxy", runtime=runtime)
+        if part == "decide":
+            core.finish = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    proxy = Proxy(settings, core, loop)
     sock = server.bind(f"127.0.0.1:{port}", "bench part")
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await proxy.start(sock)
     try:
-        with server.Shutdown().installed() as shutdown:
-            await server.run_listeners([(app, sock)], shutdown)
+        await stop.wait()
     finally:
-        usage.record = record  # type: ignore[method-assign]
-        await upstream.stop()
+        await proxy.stop(5.0)
         await runtime.stop()
 
 
 if __name__ == "__main__":
-    part = sys.argv[1]
-    assert part in PARTS, f"PART is one of {PARTS}"
-    server._run(main(part, int(sys.argv[2]), sys.argv[3]))
+    if len(sys.argv) != 4 or sys.argv[1] not in PARTS:
+        raise SystemExit(f"usage: serve_part.py {{{'|'.join(PARTS)}}} PORT CONFIG")
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))

@@ -102,6 +102,7 @@ class Exchange:
         "method",
         "names",
         "path",
+        "pending",
         "query",
         "raw_path",
         "received",
@@ -142,6 +143,7 @@ class Exchange:
         self.body_sent = False
         self.retried = False
         self.response_started = False
+        self.pending: bytes | None = None
         self.response_chunked = False
         self.status = 0
         self.finished = False
@@ -217,18 +219,33 @@ class Exchange:
             parts.append(b"connection: keep-alive\r\n\r\n")
         else:
             parts.append(CRLF)
-        self.response_started = True
-        client.write(b"".join(parts))
+        # Written with the first piece of body (or the end): one write, not two.
+        self.pending = b"".join(parts)
+
+    def _send(self, data: bytes) -> None:
+        head = self.pending
+        if head is not None:
+            self.pending = None
+            self.response_started = True
+            data = head + data
+        self.client.write(data)
+
+    def flush(self) -> None:
+        """The upstream has no more for now: the head goes out without waiting for body."""
+        if self.pending is not None:
+            self._send(b"")
 
     def response_body(self, data: bytes) -> None:
         if self.method == _HEAD_METHOD:
             return
-        self.client.write(chunk(data) if self.response_chunked else data)
+        self._send(chunk(data) if self.response_chunked else data)
 
     def response_complete(self, reusable: bool) -> None:
         upstream = self.upstream
         if self.response_chunked:
-            self.client.write(LAST_CHUNK)
+            self._send(LAST_CHUNK)
+        elif self.pending is not None:
+            self._send(b"")
         if upstream is not None:
             self.upstream = None
             if reusable and self.request_done:

@@ -46,6 +46,7 @@ class Exchange(Protocol):
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes, bytes]]
     ) -> None: ...
     def response_body(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
     def response_complete(self, reusable: bool) -> None: ...
     def upstream_failed(self, error: GatewayError, retryable: bool) -> None: ...
     def upstream_write_paused(self, paused: bool) -> None: ...
@@ -154,7 +155,8 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self, reusable: bool) -> None:
         exchange = self.exchange
         self.exchange = None
-        self._cancel_timer()
+        # The read timer stays scheduled: it finds no exchange (or the next one's fresh
+        # `last_read`) when it fires — cheaper than a timer per request.
         if self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = False
             self.transport.resume_reading()
@@ -206,6 +208,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_read = self.pool.loop.time()
         try:
             self.parser.feed_data(data)
+            exchange = self.exchange
+            if exchange is not None:
+                exchange.flush()
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, _BadResponse):
                 reason = str(exc.__context__)
