@@ -227,6 +227,8 @@ DENIALS: dict[str, dict[str, Any]] = {
     "scope": {"path": "/x", "key": "read", "method": "DELETE"},
     "site_path": {"path": "/sites/site-b/x", "key": "site_a"},
     "site_header": {"path": "/x", "key": "site_a", "headers": {"X-Site-Id": "site-b"}},
+    "two_sites": {"path": "/sites/site-a/x", "key": "read", "headers": {"X-Site-Id": "site-b"}},
+    "two_keys": {"path": "/x", "key": "read"},  # + X-API-Key: another key (below)
 }
 CODES = {
     "missing": (401, "MISSING_API_KEY"),
@@ -237,6 +239,8 @@ CODES = {
     "scope": (403, "INSUFFICIENT_SCOPE"),
     "site_path": (403, "SITE_NOT_ALLOWED"),
     "site_header": (403, "SITE_NOT_ALLOWED"),
+    "two_sites": (400, "INVALID_REQUEST"),
+    "two_keys": (400, "INVALID_REQUEST"),
 }
 
 
@@ -260,6 +264,8 @@ async def test_denials_reach_the_client_as_gateway_serve_answers_them(
         key = _unknown_key()
     elif key in keys:
         key = keys[key]
+    if case == "two_keys":
+        spec["headers"] = {"X-API-Key": keys["write"].value}
     got = await call(http, front.url, key=key, **spec)
     expected = await call(http, serve.url, key=key, **spec)
     status, code = CODES[case]
@@ -466,3 +472,33 @@ async def test_a_request_body_goes_to_the_upstream_never_to_the_gateway(
     assert echo["method"] == "POST"
     assert echo["bodyLength"] == len(body)
     assert echo["bodySha256"] == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize("name", PROXIES)
+async def test_too_many_failed_attempts_reach_the_client_as_429(
+    name: str,
+    upstream: Upstream,
+    http: aiohttp.ClientSession,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The failed-attempt throttle of the client IP (through the proxy's X-Forwarded-For)
+    answers 429 TOO_MANY_FAILED_ATTEMPTS with Retry-After, through every proxy."""
+    config = json.loads(json.dumps(CONFIG))
+    config["auth"] = {"failed_attempts_limit": "2/minute"}
+    gateway = launch_authz(tmp_path_factory.mktemp(f"throttle-{name}"), **config)
+    proxy = start_front(name, tmp_path_factory.mktemp(name), gateway.port, upstream.port)
+    try:
+        for _ in range(2):
+            got = await call(http, proxy.url, "/x", key=_unknown_key())
+            assert got.status == 401, got
+        got = await call(http, proxy.url, "/x", key=_unknown_key())
+    finally:
+        proxy.proc.stop()
+        gateway.proc.stop()
+    assert got.status == 429, got
+    error = got.json()["error"]
+    assert error["code"] == "TOO_MANY_FAILED_ATTEMPTS"
+    assert error["requestId"] == got.headers["X-Request-ID"]
+    assert int(got.headers["Retry-After"]) >= 1
+    assert error["details"]["retryAfter"] == int(got.headers["Retry-After"])
+    assert got.headers["Content-Type"] == "application/json"
