@@ -14,6 +14,7 @@ its path:
 - `/bad-framing`: an answer with both Content-Length and Transfer-Encoding;
 - `/big?bytes=N`: N bytes with Content-Length, written as fast as the reader takes them
   (`sent` counts what went out);
+- `/slow?s=S`: the echo after S seconds;
 - `/drop-after`: the echo, then the connection closes although the answer said keep-alive;
 - anything else: JSON of what was received (method, target, headers, body length and sha).
 """
@@ -157,6 +158,8 @@ class RawUpstream:
                 with self.lock:
                     self.sent[ident] = total - left
             return True
+        if path == "/slow":
+            time.sleep(float(query.get("s", ["0.3"])[0]))
         body = json.dumps(
             {
                 "method": request.method,

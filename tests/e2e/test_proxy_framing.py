@@ -330,6 +330,8 @@ def test_head_204_304_and_1xx_answers_are_framed_right(gw: Gateway, raw: RawUpst
     response = conn.response()
     assert response.status == 304 and response.get("content-length") == "5"
     conn.send(request("GET", "/early-hints"))
+    hints = conn.response()
+    assert hints.status == 103 and hints.get("link") == "</a.css>; rel=preload"
     response = conn.response()
     assert response.status == 200 and response.json()["target"] == "/early-hints"
     # Still in step after all of them: the same connection answers the next request.

@@ -222,6 +222,19 @@ class Exchange:
         # Written with the first piece of body (or the end): one write, not two.
         self.pending = b"".join(parts)
 
+    def interim(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes, bytes]]
+    ) -> None:
+        """An informational answer (103 Early Hints...) for an HTTP/1.1 client."""
+        if not self.http11:
+            return
+        parts = [status_line(status, reason)]
+        for lname, name, value in headers:
+            if lname not in RESPONSE_DROPPED:
+                parts += (name, b": ", value, CRLF)
+        parts.append(CRLF)
+        self.client.write(b"".join(parts))
+
     def _send(self, data: bytes) -> None:
         head = self.pending
         if head is not None:

@@ -45,6 +45,9 @@ class Exchange(Protocol):
     def response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes, bytes]]
     ) -> None: ...
+    def interim(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes, bytes]]
+    ) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def flush(self) -> None: ...
     def response_complete(self, reusable: bool) -> None: ...
@@ -269,7 +272,11 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200:
             if status == 101:
                 raise _BadResponse("unrequested protocol switch")
-            self.informational = True  # 100 Continue, 103 Early Hints: not passed on
+            self.informational = True
+            if status != 100 and self.exchange is not None:
+                # 103 Early Hints and the like go on to the client (as nginx does); a 100
+                # Continue is ours to give, already given.
+                self.exchange.interim(status, self.reason, self.headers)
             return
         exchange = self.exchange
         assert exchange is not None
@@ -298,8 +305,11 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.response_body(body)
 
     def on_message_complete(self) -> None:
-        if self.informational:
-            self._reset_response()
+        if self.informational:  # the real answer comes next, for the same request
+            self.reason = b""
+            self.headers = []
+            self.head_bytes = 0
+            self.informational = False
             return
         if self.exchange is None:
             return
