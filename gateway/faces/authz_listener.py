@@ -30,7 +30,10 @@ from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_STATUS_LINES = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode())
+    for status in HTTPStatus
+}
 _MAX_PIPELINED = 16  # queued requests before we stop reading from the connection
 _NO_DEADLINE = float("inf")
 
@@ -231,10 +234,10 @@ class AuthzProtocol(asyncio.Protocol):
 
     def _write(self, answer: Answer, keep_alive: bool, *, head_only: bool = False) -> None:
         status = answer.status
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
         for name, value in answer.headers:
             if name != b"content-length":
-                parts.append(b"%s: %s\r\n" % (name, value))
+                parts += (name, b": ", value, b"\r\n")
         parts.append(b"content-length: %d\r\n" % len(answer.body))
         if not keep_alive:
             parts.append(b"connection: close\r\n")
