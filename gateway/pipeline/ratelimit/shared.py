@@ -44,8 +44,9 @@ from gateway.pipeline.ratelimit.memory import (
 )
 from gateway.pipeline.ratelimit.policy import Limit, Outcome, Policy
 
+# As many entries as the in-process table keeps subjects (MemoryCounters.max_entries).
 PARTITIONS = 64
-SLOTS_PER_PARTITION = 4096  # 64 x 4096 slots x 48 bytes = 12 MiB (memory is touched lazily)
+SLOTS_PER_PARTITION = 16384  # 64 x 16384 = 1,048,576 slots x 48 bytes = 48 MiB, touched lazily
 PROBE = 16
 SLOT = struct.Struct("<Qqqqqq")  # key, expires_ms, a, b, c, d
 HEAD = struct.Struct("<Qq")
