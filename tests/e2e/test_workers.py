@@ -88,7 +88,14 @@ def burst(url: str, headers: dict[str, str], count: int) -> list[httpx.Response]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def gateway(request: pytest.FixtureRequest, tmp_path: Path, upstream: Upstream) -> Gateway:
+def gateway(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Gateway:
+    # The test's own store calls (create_key...) get the gateway's patient timeout too.
+    monkeypatch.setenv("GATEWAY_STORAGE__TIMEOUT", "2.0")
     storage = {"url": f"sqlite:///{tmp_path / 'gw' / 'gateway.db'}", "timeout": 2.0}
     if request.param == "redis":
         storage["url"] = request.getfixturevalue("redis_url")
