@@ -75,6 +75,8 @@ class AuthzProtocol(asyncio.Protocol):
     def __init__(self, face: AuthzFace, limits: EdgeLimits, server: AuthzServer) -> None:
         self.face = face
         self.limits = limits
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_headers = limits.max_headers
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
@@ -152,10 +154,14 @@ class AuthzProtocol(asyncio.Protocol):
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-        self._count(len(name) + len(value) + 4)
-        if len(self.headers) > self.limits.max_headers and self.error is None:
-            self.error = _too_large(self.limits, "fields")
+        headers = self.headers
+        headers.append((name.lower(), value))
+        self.head_bytes += len(name) + len(value) + 4
+        if (
+            self.head_bytes > self.max_header_bytes or len(headers) > self.max_headers
+        ) and self.error is None:
+            too_many = len(headers) > self.max_headers
+            self.error = _too_large(self.limits, "fields" if too_many else "bytes")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -185,7 +191,7 @@ class AuthzProtocol(asyncio.Protocol):
 
     def _count(self, size: int) -> None:
         self.head_bytes += size
-        if self.head_bytes > self.limits.max_header_bytes and self.error is None:
+        if self.head_bytes > self.max_header_bytes and self.error is None:
             self.error = _too_large(self.limits, "bytes")
 
     # --- answering -----------------------------------------------------------------------
