@@ -103,8 +103,17 @@ def admin_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         seeder.fresh_admin()
         SEEDER.append(seeder)
         app = create_admin_app(Runtime(settings), manage_runtime=True)
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        # Stateful sequences follow the document's own links only: ids that the sequence's
+        # own create/rotate/revoke answered. schemathesis would otherwise also infer links
+        # (e.g. GET /v1/keys -> any data[*].id) and pick one of the listed keys with an
+        # untracked random choice; the list holds every key of every earlier scenario in
+        # this module's store, some revoked, so the same choices met a different key, a
+        # different status (200 vs 409) and a different next step, and Hypothesis stopped
+        # with FlakyStrategyDefinition (about 1 run in 15; reproducible with seeds 21, 23).
+        schema.config.phases.stateful.inference.algorithms = []
         try:
-            yield schemathesis.openapi.from_asgi("/openapi.json", app)
+            yield schema
         finally:
             SEEDER.remove(seeder)
             seeder.close()
