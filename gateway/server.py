@@ -336,17 +336,23 @@ def serve(settings: Settings) -> None:
     if settings.server.workers == 1:
         run(ready)
         return
-    run_workers(settings.server.workers, run, ready, [*socks, authz_sock])
+    run_workers(settings, run, ready, [*socks, authz_sock])
 
 
 def run_workers(
-    count: int,
+    settings: Settings,
     run: Callable[[Callable[[], None]], None],
     ready: Callable[[], None],
     socks: Sequence[socket.socket | None],
 ) -> None:
-    """`run` in `count` worker processes on the same sockets (gateway/workers.py)."""
+    """`run` in `server.workers` processes on the same sockets (gateway/workers.py)."""
+    from gateway.secret import resolve_secret
     from gateway.workers import Supervisor
+
+    # Once, before the workers: with SQLite and no GATEWAY_SECRET the first start creates
+    # the secret file, and N workers racing to create it could read it half-written.
+    resolve_secret(settings)
+    count = settings.server.workers
 
     def work(index: int, tell_supervisor: Callable[[], None]) -> None:
         def on_ready() -> None:
@@ -403,7 +409,7 @@ def authz(settings: Settings, *, admin_listen: str | None = None) -> None:
     if settings.server.workers == 1:
         run(ready)
         return
-    run_workers(settings.server.workers, run, ready, [sock, admin_sock])
+    run_workers(settings, run, ready, [sock, admin_sock])
 
 
 async def run_authz(

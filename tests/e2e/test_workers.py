@@ -222,3 +222,26 @@ def test_the_forward_auth_listener_is_shared_too(
         assert codes.count(429) == 40
     finally:
         assert gw.proc.stop() == 0, gw.proc.log()
+
+
+def test_a_first_start_without_a_secret_creates_one_for_all_workers(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """SQLite and no GATEWAY_SECRET: the secret file is made once, before the workers
+    (four workers racing to create it could read it half-written and refuse to start)."""
+    from tests.e2e.conftest import Proc, free_port, port_open
+
+    port, admin = free_port(), free_port()
+    env = clean_env()
+    env.pop("GATEWAY_SECRET")
+    args = [sys.executable, "-m", "gateway", "serve", "--workers", "4"]
+    args += ["--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"]
+    args += ["--upstream", upstream.url]
+    proc = Proc(args, tmp_path / "serve.log", env)
+    try:
+        wait_for(lambda: port_open(port) and port_open(admin), 30, "the gateway")
+        wait_for(lambda: len(children(proc.pid)) == 4, 10, "four workers")
+        assert (tmp_path / "gateway.db.secret").exists()
+        assert proc.log().count("created a new server secret") == 1
+    finally:
+        assert proc.stop() == 0, proc.log()
