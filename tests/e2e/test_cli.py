@@ -319,7 +319,8 @@ def test_confirmation_on_a_terminal(sqlite_url: str) -> None:
         if pid == 0:  # the child: stdin/stdout/stderr are the terminal
             os.environ["GATEWAY_STORAGE__URL"] = sqlite_url
             os.execv(sys.executable, [sys.executable, "-m", "gateway", "keys", "revoke", key_id])
-        output = _read_until(fd, b"[y/N]")
+        # The prompt may arrive in two writes ("[y/N]:" then " "): wait for all of it.
+        output = _read_until(fd, b"[y/N]: ")
         assert output.endswith(b"[y/N]: "), output
         os.write(fd, reply + b"\n")
         output += _read_until(fd, None)
