@@ -6,6 +6,7 @@ about the bytes that crossed each wire."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -603,3 +604,43 @@ def test_any_mangled_head_gets_an_answer_and_never_smuggles(
     assert not raw.errors, raw.errors  # the upstream never saw a malformed request
     for sent in raw.requests[before:]:
         assert sent.target in ("/fuzz?a=1", "/fuzz-next") or sent.target.startswith("/"), sent
+
+
+# --- TLS on the proxy listener ----------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")  # the old client below
+def test_tls_cert_and_key_make_the_proxy_listener_https(
+    raw: RawUpstream,
+    start_gateway: Callable[..., Gateway],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import ssl
+
+    import httpx
+
+    from tests.e2e.test_authz_listener import _self_signed
+
+    cert, key = _self_signed(tmp_path_factory.mktemp("proxy-tls"))
+    tls = start_gateway(
+        raw.url,
+        server={"tls_cert": str(cert), "tls_key": str(key)},
+        routes=[{"prefix": "/", "public": True}],
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    with httpx.Client(verify=context) as client:
+        for _ in range(2):  # keep-alive over TLS
+            response = client.post(f"https://localhost:{tls.port}/tls", content=b"secret body")
+            assert response.status_code == 200
+            echo = response.json()
+            assert echo["bodyLength"] == 11
+            assert dict((n.lower(), v) for n, v in echo["headers"])["x-forwarded-proto"] == "https"
+    old = ssl.create_default_context(cafile=str(cert))
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(httpx.ConnectError):  # TLS 1.2 is the least the listener speaks
+        httpx.get(f"https://localhost:{tls.port}/old", verify=old)
+    with socket.create_connection(("127.0.0.1", tls.port), timeout=5) as plain:
+        plain.sendall(request("GET", "/plain"))  # plain HTTP on the TLS port: no answer
+        with contextlib.suppress(OSError):
+            assert not plain.recv(100).startswith(b"HTTP/1.1 200")
