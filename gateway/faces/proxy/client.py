@@ -111,7 +111,6 @@ class Exchange:
         "response_started",
         "retried",
         "sent_at",
-        "started",
         "status",
         "target_error",
         "upstream",
@@ -147,7 +146,6 @@ class Exchange:
         self.response_chunked = False
         self.status = 0
         self.finished = False
-        self.started = time.perf_counter()
         self.sent_at = 0.0
 
     # --- the request body, from the client parser --------------------------------------
