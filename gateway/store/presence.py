@@ -23,7 +23,7 @@ from typing import Protocol
 # How often a gateway refreshes its record when nothing changes, and how old a record may
 # be before its gateway counts as stopped.
 HEARTBEAT_SECONDS = 1.0
-LIVE_SECONDS = 3.0
+LIVE_SECONDS = 5.0
 # The longest a key command waits for the gateways (SPEC §10).
 WAIT_SECONDS = 1.0
 _POLL_SECONDS = 0.01
