@@ -479,41 +479,39 @@ def test_a_slow_head_is_408_and_a_silent_connection_is_closed(gw: Gateway) -> No
     started = time.monotonic()
     response = conn.response()
     assert response.status == 408 and response.error_code() == "REQUEST_TIMEOUT"
-    assert TIMEOUT * 0.9 <= time.monotonic() - started < TIMEOUT + 2
+    assert TIMEOUT * 0.9 <= time.monotonic() - started < TIMEOUT + 4
     assert conn.closed()
     silent = Conn(gw.port)
     started = time.monotonic()
     assert silent.closed()  # a plain close, no answer
-    assert time.monotonic() - started < TIMEOUT + 2
+    assert time.monotonic() - started < TIMEOUT + 4
 
 
 def test_slowloris_one_byte_at_a_time_is_cut_off(gw: Gateway) -> None:
+    import select
+
     conn = Conn(gw.port)
     started = time.monotonic()
     data = request("GET", "/x", "X-Slow: " + "s" * 100)
-    closed = False
     for byte in data[:-2]:
+        if select.select([conn.sock], [], [], 0.05)[0]:
+            break  # the gateway answered (or closed)
         try:
             conn.sock.sendall(bytes([byte]))
         except OSError:
-            closed = True
             break
-        time.sleep(0.05)
-        if time.monotonic() - started > TIMEOUT + 2:
-            break
-    if not closed:
-        response = conn.response()
-        assert response.status == 408
-    assert time.monotonic() - started < TIMEOUT + 2.5
+    response = conn.response()
+    assert response.status == 408
+    assert time.monotonic() - started < TIMEOUT + 3
 
 
 def test_an_idle_keep_alive_connection_is_closed(gw: Gateway) -> None:
     conn = Conn(gw.port)
     conn.send(request("GET", "/x"))
     assert conn.response().status == 200
-    started = time.monotonic()
+    started = time.monotonic()  # the gateway's idle clock started a little earlier
     assert conn.closed()
-    assert TIMEOUT * 0.9 <= time.monotonic() - started < TIMEOUT + 2
+    assert TIMEOUT * 0.5 <= time.monotonic() - started < TIMEOUT + 4
 
 
 def test_a_body_over_the_limit_is_413_by_length_and_while_streaming(gw: Gateway) -> None:
