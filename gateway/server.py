@@ -362,7 +362,16 @@ def run_workers(
 
         run(on_ready)
 
-    code = Supervisor(count, work).run()
+    def preflight() -> None:
+        from gateway.runtime import key_service
+
+        async def open_once() -> None:
+            async with key_service(settings):
+                pass
+
+        asyncio.run(open_once())
+
+    code = Supervisor(count, work, preflight=preflight).run()
     for sock in socks:
         if sock is not None:
             sock.close()

@@ -15,9 +15,11 @@ on them with its own event loop, store connection and key cache.
 - /metrics (admin listener) sums every worker's counts: the supervisor points
   prometheus_client's multiprocess mode at a temporary folder, and each worker adds its
   pending request tallies to it every second.
+- Before any worker, a short-lived child opens the store once (an unreachable store, a
+  wrong secret: one message and the usual exit code, not one per worker).
 - A worker that dies is replaced (its index and log lines stay); five quick deaths in a
-  row, or a worker failing before any worker was ever ready (a bad config, an
-  unreachable store), stop the supervisor with that worker's exit code.
+  row, or a worker failing before any worker was ever ready, stop the supervisor with
+  that worker's exit code.
 - SIGTERM / SIGINT to the supervisor: every worker gets SIGTERM and stops gracefully
   (in-flight requests finish); a second signal is passed on too, which makes the
   workers stop waiting. Workers run in their own process group, so a terminal's Ctrl-C
@@ -90,9 +92,16 @@ def _stop_with_parent(parent: int) -> None:
 class Supervisor:
     """Forks `count` workers running `work(index, ready)` and keeps them running."""
 
-    def __init__(self, count: int, work: Callable[[int, Callable[[], None]], None]) -> None:
+    def __init__(
+        self,
+        count: int,
+        work: Callable[[int, Callable[[], None]], None],
+        *,
+        preflight: Callable[[], None] | None = None,
+    ) -> None:
         self.count = count
         self.work = work
+        self.preflight = preflight
         self.children: dict[int, tuple[int, float]] = {}  # pid -> (index, started)
         self.signals = 0
         self.ever_ready = False
@@ -103,6 +112,10 @@ class Supervisor:
     def run(self) -> int:
         """Until every worker stopped after a signal (0), or the workers keep failing
         (their exit code). Blocking; call before any event loop or thread exists."""
+        if self.preflight is not None:
+            code = self._run_preflight(self.preflight)
+            if code:
+                return code
         metrics_dir = _multiprocess_metrics()  # before anything imports prometheus_client
         from gateway.pipeline.ratelimit import shared as shared_counters
 
@@ -126,6 +139,31 @@ class Supervisor:
                     shutil.rmtree(metrics_dir, ignore_errors=True)
                     os.environ.pop(MULTIPROCESS_ENV, None)
 
+    def _run_preflight(self, check: Callable[[], None]) -> int:
+        """`check()` in a child of its own (so that no thread or loop it starts outlives
+        it in this process): a store that cannot be opened is reported once, with the
+        usual message and exit code, rather than once per worker. Its exit code."""
+        pid = self._fork()
+        if pid == 0:
+            check()  # a failure raises out of here, as in a single process
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return code if code >= 0 else 1
+
+    def _fork(self) -> int:
+        from gateway import logs
+
+        # No thread may run across a fork (a lock it holds would stay locked in the
+        # child): the log writer thread is flushed and stopped, and started again on
+        # both sides.
+        configured = logs._writer is not None
+        logs.stop_writer()
+        pid = os.fork()
+        if configured:
+            logs.configure_logging()
+        return pid
+
     def pids(self) -> list[int]:
         return sorted(self.children)
 
@@ -141,16 +179,7 @@ class Supervisor:
                 os.kill(pid, sig)
 
     def _spawn(self, index: int, table: object) -> None:
-        from gateway import logs
-
-        # No thread may run across a fork (a lock it holds would stay locked in the
-        # child): the log writer thread is flushed and stopped, and started again on
-        # both sides.
-        configured = logs._writer is not None
-        logs.stop_writer()
-        pid = os.fork()
-        if configured:
-            logs.configure_logging()
+        pid = self._fork()
         if pid == 0:  # the worker
             self._become_worker(index, table)
         self.children[pid] = (index, time.monotonic())

@@ -245,3 +245,21 @@ def test_a_first_start_without_a_secret_creates_one_for_all_workers(
         assert proc.log().count("created a new server secret") == 1
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+def test_an_unreachable_store_is_reported_once_not_per_worker(tmp_path: Path) -> None:
+    from tests.e2e.conftest import free_port
+
+    dead = free_port()  # nothing listens there
+    env = clean_env(GATEWAY_STORAGE__URL=f"redis://127.0.0.1:{dead}/0")
+    args = [sys.executable, "-m", "gateway", "serve", "--workers", "3"]
+    args += ["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+    args += ["--upstream", "http://127.0.0.1:9"]
+    done = subprocess.run(
+        args, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, done.stderr
+    assert "key store cannot be reached" in errors[0]
+    assert "Traceback" not in done.stderr
