@@ -8,6 +8,7 @@ key's id as the actor and the request id, and answers with a body from
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +24,9 @@ from gateway.keys import render
 from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate, Status, parse_body
 from gateway.keys.service import MAX_PAGE, KeyService, check_cursor
 from gateway.runtime import Runtime
+from gateway.store.presence import wait_applied
+
+log = logging.getLogger("gateway")
 
 MAX_BODY_BYTES = 64 * 1024
 DEFAULT_PAGE = 50
@@ -158,6 +162,18 @@ def api_routes(runtime: Runtime) -> list[Route]:
             raise GatewayError("SERVICE_UNAVAILABLE", "The gateway is not running.")
         return resources.service
 
+    async def reach_gateways(svc: KeyService) -> None:
+        """After a change: wait (at most 1 s) until every other running gateway on the store
+        has applied it, so the dashboard's "from the very next request" holds on every
+        worker and replica; name on the log any that has not."""
+        behind = await wait_applied(svc.store)
+        if behind:
+            log.warning(
+                "key change saved, but not yet applied by %d running gateway(s): %s",
+                len(behind),
+                "; ".join(f"{g.label} (gateway {g.id})" for g in behind),
+            )
+
     def who(request: Request) -> dict[str, str]:
         return {"actor": admin_key_of(request.scope).id, "request_id": request_id_of(request.scope)}
 
@@ -188,6 +204,7 @@ def api_routes(runtime: Runtime) -> list[Route]:
         body = parse_body(KeyEdit, parse_json(await read_body(request)))
         svc = service()
         key = await svc.edit(request.path_params["id"], body, **who(request))
+        await reach_gateways(svc)
         return json_response(render.key_body(key, svc.rotation_days))
 
     async def rotate_key(request: Request) -> Response:
@@ -195,17 +212,21 @@ def api_routes(runtime: Runtime) -> list[Route]:
         body = KeyRotate() if data is NO_BODY else parse_body(KeyRotate, data)
         svc = service()
         key, secret = await svc.rotate(request.path_params["id"], body, **who(request))
+        await reach_gateways(svc)
         return json_response(render.secret_body(key, secret, svc.rotation_days))
 
     async def revoke_key(request: Request) -> Response:
         await no_body(request)
         svc = service()
         key = await svc.revoke(request.path_params["id"], **who(request))
+        await reach_gateways(svc)
         return json_response(render.key_body(key, svc.rotation_days))
 
     async def delete_key(request: Request) -> Response:
         await no_body(request)
-        await service().delete(request.path_params["id"], **who(request))
+        svc = service()
+        await svc.delete(request.path_params["id"], **who(request))
+        await reach_gateways(svc)
         return Response(status_code=204, headers=NO_STORE)
 
     async def list_audit(request: Request) -> Response:

@@ -219,6 +219,10 @@ class Store(Protocol):
     async def live_gateways(self) -> list[GatewayPresence]:
         """The running gateways on this store and the last change each has applied."""
 
+    @property
+    def presence_id(self) -> str | None:
+        """This object's own record among them (None: not a running gateway's store)."""
+
 
 class ChangeFeed:
     """The listeners of one store; both backends report changes through it."""

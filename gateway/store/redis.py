@@ -615,6 +615,10 @@ class RedisStore:
             except StoreError as exc:
                 log.debug("cannot record the applied change (%s)", exc)
 
+    @property
+    def presence_id(self) -> str | None:
+        return self._origin if self._reporter is not None else None
+
     async def live_gateways(self) -> list[GatewayPresence]:
         async with self._guard("live_gateways") as client:
             ids = sorted(await client.smembers(self._k("gateways")))

@@ -505,6 +505,10 @@ class SqliteStore:
         with self._transaction() as db:
             db.execute("DELETE FROM gateways WHERE id = ?", (self._presence_id,))
 
+    @property
+    def presence_id(self) -> str | None:
+        return self._presence_id if self._watcher is not None else None
+
     async def live_gateways(self) -> list[GatewayPresence]:
         def live() -> list[GatewayPresence]:
             rows = self._conn.execute(

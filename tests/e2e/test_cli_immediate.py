@@ -155,3 +155,74 @@ async def test_a_gateway_that_cannot_apply_the_change_is_named(gateway: Gateway)
     other = gateway.create_key("read")
     code, _, err = await _cli(gateway.storage_url, "keys", "revoke", other.id, "--yes")
     assert code == 0 and "Warning" not in err, err
+
+
+# --- the admin API (the dashboard) is immediate on every other gateway too -----------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def pair(request: pytest.FixtureRequest, tmp_path: Path, upstream: Upstream) -> list[Gateway]:
+    """Two gateway processes on one store (two replicas, or two workers' worth)."""
+    storage = {"url": f"sqlite:///{tmp_path / 'shared.db'}"}
+    if request.param == "redis":
+        storage = {"url": request.getfixturevalue("redis_url")}
+    gateways = []
+    for name in ("a", "b"):
+        gw = launch_gateway(
+            tmp_path / name,
+            upstream.url,
+            storage=storage,
+            rate_limit={"default": "1000000/minute"},
+            auth={"failed_attempts_limit": "1000000/minute"},
+        )
+        gw.storage_url = storage["url"]
+        request.addfinalizer(gw.proc.stop)
+        gateways.append(gw)
+    wait_for(
+        lambda: len(gateways[0].run(lambda s: s.store.live_gateways())) == 2, 10, "both records"
+    )
+    return gateways
+
+
+async def test_an_admin_api_revoke_has_reached_every_gateway_when_it_answers(
+    pair: list[Gateway],
+) -> None:
+    a, b = pair
+    admin = a.create_key("admin")
+    admitted: list[float] = []
+    async with (
+        httpx.AsyncClient(base_url=b.url, timeout=10) as proxy,
+        httpx.AsyncClient(
+            base_url=a.admin_url, headers={"X-API-Key": admin.value}, timeout=10
+        ) as api,
+    ):
+        for _ in range(TRIALS["revoke"]):
+            key = a.create_key("read")
+            sent: list[tuple[float, int]] = []
+            done = asyncio.Event()
+
+            async def hammer(
+                value: str = key.value,
+                sent: list[tuple[float, int]] = sent,
+                done: asyncio.Event = done,
+            ) -> None:
+                while not done.is_set():
+                    at = time.monotonic()
+                    response = await proxy.get("/anything", headers={"X-API-Key": value})
+                    sent.append((at, response.status_code))
+
+            assert (await proxy.get("/x", headers={"X-API-Key": key.value})).status_code == 200
+            loops = [asyncio.create_task(hammer()) for _ in range(CLIENTS)]
+            try:
+                await asyncio.sleep(0.05)
+                answer = await api.post(f"/v1/keys/{key.id}/revoke")
+                answered_at = time.monotonic()
+                assert answer.status_code == 200, answer.text
+                await asyncio.sleep(0.3)
+            finally:
+                done.set()
+                await asyncio.gather(*loops)
+            after = [(at, status) for at, status in sent if at > answered_at]
+            assert after
+            admitted += [at - answered_at for at, status in after if status == 200]
+    assert not admitted, f"{len(admitted)} requests admitted by the other gateway after the answer"
