@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -107,17 +108,37 @@ class RequestTally:
         self.cache_hits = self.cache_misses = 0
         for (outcome, status), count in outcomes.items():
             REQUESTS.labels(outcome, str(status)).inc(count)
-        # Histogram.observe per value, at flush time: 0.57 µs a value against 0.07 µs
-        # for a bucket-counting shortcut on the histogram's private fields (measured for
-        # 4,096 values) — half a microsecond per request, not worth a private API.
-        for seconds in durations:
-            REQUEST_DURATION.observe(seconds)
-        for seconds in upstream:
-            UPSTREAM_DURATION.observe(seconds)
+        if durations:
+            _observe_many(REQUEST_DURATION, durations)
+        if upstream:
+            _observe_many(UPSTREAM_DURATION, upstream)
         if hits:
             KEY_CACHE_HIT.inc(hits)
         if misses:
             KEY_CACHE_MISS.inc(misses)
+
+
+def _observe_many(histogram: Histogram, values: list[float]) -> None:
+    """Histogram.observe for many values: one bucket search each, one inc per bucket.
+
+    A trick on prometheus-client's private fields, kept because it is measured: 0.07 µs
+    a value against 0.57 µs for the public `observe` (4,096 values), i.e. 0.5 µs of the
+    ~10 µs of CPU the middleware adds per request (bench/hot_path_cpu.py). If a release
+    renames the fields, the public API is used instead (tests/unit/test_metrics.py)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+    total.inc(sum(values))
 
 
 TALLY = RequestTally()

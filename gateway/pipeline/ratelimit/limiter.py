@@ -26,6 +26,9 @@ from gateway.urls import is_memory
 
 log = logging.getLogger("gateway.ratelimit")
 
+# The RateLimit headers of a counted request, and the 429 when it was not admitted.
+Admission = tuple[list[tuple[bytes, bytes]], GatewayError | None]
+
 # Sentinel and Cluster counters: how long to skip Redis after it failed (the policy
 # applies meanwhile without a connection attempt per request).
 REDIS_RETRY_AFTER = 1.0
@@ -86,23 +89,43 @@ class RateLimiter:
             return self.default
         return cached_policy(rate_limit) or parse_policy(rate_limit)
 
-    async def check(self, key_id: str, rate_limit: str | None) -> list[tuple[bytes, bytes]]:
-        """Count one request of the key; its RateLimit headers, or GatewayError 429/503.
-
-        With the backend down: `allow` admits without headers (counted in
-        gateway_rate_limit_backend_fail_open_total), `deny` answers 503."""
+    def admit_local(self, key_id: str, rate_limit: str | None) -> Admission | None:
+        """`admit` without an `await`, for counters in this process; None when they are
+        in Redis (the request path saves a coroutine per request with memory://)."""
+        memory = self.memory
+        if memory is None:
+            return None
         policy = self.policy_for(rate_limit)
-        if self.memory is not None:
-            now = int((self.clock or time.time)() * 1000)
-            outcome = self.memory.acquire(key_id, policy, now)
-        else:
-            outcome = await self._redis_acquire(key_id, policy)
-            if outcome is None:
-                return []
+        outcome = memory.acquire(key_id, policy, int((self.clock or time.time)() * 1000))
+        headers = rate_limit_headers(policy, outcome, legacy=self.legacy_headers)
+        return headers, None if outcome.admitted else rejection(policy, outcome)
+
+    async def admit(self, key_id: str, rate_limit: str | None) -> Admission:
+        """Count one request of the key: its RateLimit headers (for the client, admitted
+        or not) and None, or the 429 RATE_LIMITED to answer (nothing was counted).
+        GatewayError 503 when the backend is down and `on_backend_error = "deny"`; with
+        `allow` it admits without headers (gateway_rate_limit_backend_fail_open_total)."""
+        local = self.admit_local(key_id, rate_limit)
+        if local is not None:
+            return local
+        policy = self.policy_for(rate_limit)
+        outcome = await self._redis_acquire(key_id, policy)
+        if outcome is None:
+            return [], None
         headers = rate_limit_headers(policy, outcome, legacy=self.legacy_headers)
         if outcome.admitted:
+            return headers, None
+        return headers, rejection(policy, outcome)
+
+    async def check(self, key_id: str, rate_limit: str | None) -> list[tuple[bytes, bytes]]:
+        """`admit` as one call: the RateLimit headers, or GatewayError 429 (carrying them
+        with its Retry-After) / 503."""
+        headers, error = await self.admit(key_id, rate_limit)
+        if error is None:
             return headers
-        raise rejection(policy, outcome, headers)
+        limited = {name.decode(): value.decode() for name, value in headers}
+        error.headers = {**limited, **error.headers}
+        raise error
 
     async def _redis_acquire(self, key_id: str, policy: Policy) -> Outcome | None:
         # On one server only a real failure gets here (see RedisLink): Redis silent for

@@ -180,6 +180,10 @@ class MemoryCounters:
                 state[1] -= 1
             elif state[0] == index + 1 and state[2] > 0:
                 state[2] -= 1
+        # Nothing left counted: forget the subject, so `known()` is False again and the
+        # throttle's check of a client whose attempts were all given back costs nothing.
+        if all(state[1] == 0 and state[2] == 0 for state in by_limit.values()):
+            del self._states[subject]
 
     def known(self, subject: str, policy: Policy) -> bool:
         """Whether `subject` has counters (cheap: lets callers skip an untouched one)."""

@@ -124,21 +124,32 @@ def rate_limit_headers(
     return headers
 
 
-def rejection(policy: Policy, outcome: Outcome, headers: list[tuple[bytes, bytes]]) -> GatewayError:
-    """429 RATE_LIMITED naming the limit that keeps the request out the longest."""
-    seconds = retry_after(outcome)
-    blocking = max(
-        (
+_MESSAGES: dict[tuple[str, int], str] = {}
+
+
+def rejection(policy: Policy, outcome: Outcome) -> GatewayError:
+    """429 RATE_LIMITED naming the limit that keeps the request out the longest, with
+    Retry-After (the RateLimit headers go with the client headers, as for an admitted
+    request: see `rate_limit_headers`)."""
+    states = outcome.states
+    if len(states) == 1:
+        seconds = max(1, _ceil_seconds(states[0][2]))
+        blocking = policy.limits[0].name
+    else:
+        seconds = retry_after(outcome)
+        blocking = max(
             (reset, limit.name)
-            for limit, (admits, _, reset) in zip(policy.limits, outcome.states, strict=True)
+            for limit, (admits, _, reset) in zip(policy.limits, states, strict=True)
             if not admits
-        ),
-    )[1]
-    extra = {name.decode(): value.decode() for name, value in headers}
-    extra["Retry-After"] = str(seconds)
+        )[1]
+    message = _MESSAGES.get((blocking, seconds))
+    if message is None:
+        message = f"Rate limit exceeded ({blocking}). Retry after {seconds_text(seconds)}."
+        if len(_MESSAGES) < 10_000:
+            _MESSAGES[(blocking, seconds)] = message
     return GatewayError(
         "RATE_LIMITED",
-        f"Rate limit exceeded ({blocking}). Retry after {seconds_text(seconds)}.",
+        message,
         {"limit": blocking, "retryAfter": seconds},
-        headers=extra,
+        headers={"Retry-After": str(seconds)},
     )
