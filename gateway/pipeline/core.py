@@ -288,7 +288,9 @@ class DecisionCore:
                     key = await verifier.verify(value)
                 except GatewayError as exc:
                     if exc.code in FAILED_ATTEMPT_CODES:
-                        self.throttle.failed(client_ip)
+                        # Its failure counts too; beyond the limit the answer is 429, so
+                        # an IP never gets more failure answers than the limit.
+                        self.throttle.attempt(client_ip)
                     raise
             elif key is None:
                 # Counted before the lookup, given back unless it failed (SPEC §13): N

@@ -225,7 +225,8 @@ class RedisLink:
         if self.down or self._closed:
             return
         self.down = True
-        log.warning("%s: Redis is failing; probing every %.1fs", self.name, self.PROBE_SECONDS)
+        # info: the server logs it; a CLI command shows its own one-line error instead.
+        log.info("%s: Redis is failing; probing every %.1fs", self.name, self.PROBE_SECONDS)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._run_probe())
 
@@ -234,7 +235,7 @@ class RedisLink:
         self.liveness.answered()
         if self.down:
             self.down = False
-            log.warning("%s: Redis answers again", self.name)
+            log.info("%s: Redis answers again", self.name)
 
     async def _run_probe(self) -> None:
         while not self._closed and self.down:

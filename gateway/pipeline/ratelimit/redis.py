@@ -114,7 +114,7 @@ class RedisCounters:
             async with self.link.guard():
                 reply = await self.script(keys=keys, args=args)
         else:
-            async with asyncio.timeout(max(self.timeout * 2, REDIS_TIMEOUT)):
+            async with asyncio.timeout(max(self.timeout * 2, REDIS_TIMEOUT * 2)):
                 if self._discover is not None:
                     await self._discover_cluster()
                 reply = await self.script(keys=keys, args=args)
