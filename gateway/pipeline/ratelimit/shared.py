@@ -195,27 +195,34 @@ class SharedCounters:
         finally:
             fcntl.lockf(table.fd, fcntl.LOCK_UN, 1, partition)
 
+    def _load(self, partition: int, key: int, now: int, create: bool) -> tuple[int, list[int]]:
+        """(offset, state) of a fixed or sliding window entry; a fresh state when it is new,
+        expired or (offset -1) absent and not created."""
+        offset, fresh = self.table.find(partition, key, now, create)
+        if offset < 0 or fresh:
+            return offset, [-2, 0, 0] if self._sliding else [0, 0]
+        _, _, a, b, c, _ = SLOT.unpack_from(self.table.map, offset)
+        return offset, [a, b, c] if self._sliding else [a, b]
+
+    def _store(self, offset: int, key: int, state: list[int], limit: Limit) -> None:
+        """Write a window state back (its expiry: when it no longer matters)."""
+        if offset < 0:
+            return
+        if self._sliding:  # both windows are stale two periods after the current began
+            expires = (state[0] + 2) * limit.period_ms
+            SLOT.pack_into(self.table.map, offset, key, expires, state[0], state[1], state[2], 0)
+        else:
+            SLOT.pack_into(self.table.map, offset, key, state[1], state[0], state[1], 0, 0)
+
     def _one(self, partition: int, key: int, limit: Limit, now: int, hit: bool) -> Outcome:
         # The usual one-limit policy: `_windows` without its lists and loops.
-        data = self.table.map
-        offset, fresh = self.table.find(partition, key, now, hit)
-        sliding = self._sliding
-        if offset < 0 or fresh:
-            state = [-2, 0, 0] if sliding else [0, 0]
-        else:
-            _, _, a, b, c, _ = SLOT.unpack_from(data, offset)
-            state = [a, b, c] if sliding else [a, b]
+        offset, state = self._load(partition, key, now, hit)
         prepare, count, report = self._steps
         admits = prepare(state, limit, now)
         if admits and hit:
             count(state, limit, now)
         remaining, reset = report(state, limit, now)
-        if offset >= 0:
-            if sliding:
-                expires = (state[0] + 2) * limit.period_ms
-                SLOT.pack_into(data, offset, key, expires, state[0], state[1], state[2], 0)
-            else:
-                SLOT.pack_into(data, offset, key, state[1], state[0], state[1], 0, 0)
+        self._store(offset, key, state, limit)
         return Outcome(admits, now, ((admits, remaining if remaining > 0 else 0, reset),))
 
     def _windows(
@@ -226,18 +233,8 @@ class SharedCounters:
         now: int,
         hit: bool,
     ) -> Outcome:
-        table, data = self.table, self.table.map
-        sliding = self._sliding
         prepare, count, report = self._steps
-        slots = []
-        for (_, key), _limit in zip(keys, limits_, strict=True):
-            offset, fresh = table.find(partition, key, now, create=hit)
-            if offset < 0 or fresh:
-                state = [-2, 0, 0] if sliding else [0, 0]
-            else:
-                _, _, a, b, c, _ = SLOT.unpack_from(data, offset)
-                state = [a, b, c] if sliding else [a, b]
-            slots.append(_Slots(offset, state))
+        slots = [_Slots(*self._load(partition, key, now, hit)) for _, key in keys]
         verdicts = [prepare(s.state, limit, now) for s, limit in zip(slots, limits_, strict=True)]
         admitted = all(verdicts)
         if admitted and hit:
@@ -247,13 +244,7 @@ class SharedCounters:
         for index, (s, limit) in enumerate(zip(slots, limits_, strict=True)):
             remaining, reset = report(s.state, limit, now)
             result.append((verdicts[index], remaining if remaining > 0 else 0, reset))
-            if s.offset >= 0:
-                state = s.state
-                if sliding:
-                    expires = (state[0] + 2) * limit.period_ms
-                    SLOT.pack_into(data, s.offset, keys[index][1], expires, *state, 0)
-                else:
-                    SLOT.pack_into(data, s.offset, keys[index][1], state[1], *state, 0, 0)
+            self._store(s.offset, keys[index][1], s.state, limit)
         return Outcome(admitted, now, tuple(result))
 
     # --- moving window: a ring of `amount` timestamps in chunk entries -----------------
