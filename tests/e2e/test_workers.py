@@ -263,3 +263,20 @@ def test_an_unreachable_store_is_reported_once_not_per_worker(tmp_path: Path) ->
     assert len(errors) == 1, done.stderr
     assert "key store cannot be reached" in errors[0]
     assert "Traceback" not in done.stderr
+
+
+def test_a_revoke_through_the_admin_api_has_reached_every_worker_when_it_answers(
+    gateway: Gateway,
+) -> None:
+    admin = gateway.create_key("admin")
+    key = gateway.create_key(rateLimit="100000/minute")
+    wait_for(lambda: live(gateway) >= WORKERS, 10, "every worker's record in the store")
+    assert {r.status_code for r in burst(gateway.url, {"X-API-Key": key.value}, 16)} == {200}
+    answer = httpx.post(
+        f"{gateway.admin_url}/v1/keys/{key.id}/revoke",
+        headers={"Authorization": f"Bearer {admin.value}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    answers = burst(gateway.url, {"X-API-Key": key.value}, 7)  # the throttle allows 7
+    assert {r.json()["error"]["code"] for r in answers} == {"KEY_REVOKED"}
