@@ -505,6 +505,24 @@ def test_slowloris_one_byte_at_a_time_is_cut_off(gw: Gateway) -> None:
     assert time.monotonic() - started < TIMEOUT + 3
 
 
+def test_a_stalled_request_body_is_408(gw: Gateway) -> None:
+    conn = Conn(gw.port)
+    conn.send(request("POST", "/stalled", "Content-Length: 10", body=b"abc"))
+    started = time.monotonic()
+    response = conn.response()
+    assert response.status == 408 and response.error_code() == "REQUEST_TIMEOUT"
+    assert TIMEOUT * 0.9 <= time.monotonic() - started < TIMEOUT + 4
+    assert conn.closed()
+    # A body that keeps coming, however slowly, is not cut off.
+    conn = Conn(gw.port)
+    conn.send(request("POST", "/trickle", "Content-Length: 4"))
+    for byte in b"abcd":
+        time.sleep(TIMEOUT * 0.6)
+        conn.send(bytes([byte]))
+    response = conn.response()
+    assert response.status == 200 and response.json()["bodyLength"] == 4
+
+
 def test_an_idle_keep_alive_connection_is_closed(gw: Gateway) -> None:
     conn = Conn(gw.port)
     conn.send(request("GET", "/x"))

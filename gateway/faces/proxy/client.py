@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.proxy")
 
 # Timer kinds of a client connection.
-_NONE, _IDLE, _HEAD = 0, 1, 2
+_NONE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
 # Request fields the parser callbacks look at (besides collecting them).
 _WATCHED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"connection", b"host"})
 _HEAD_METHOD = b"HEAD"
@@ -167,8 +167,10 @@ class Exchange:
     def request_complete(self) -> None:
         self.request_done = True
         upstream = self.upstream
-        if upstream is not None and self.body_chunked:
-            upstream.write(LAST_CHUNK)
+        if upstream is not None:
+            if self.body_chunked:
+                upstream.write(LAST_CHUNK)
+            upstream.request_sent()
 
     # --- the answer, from the upstream connection --------------------------------------
 
@@ -515,15 +517,21 @@ class ClientConnection(asyncio.Protocol):
         if len(queue) == 1:
             self._clear_timer()
             self._start(exchange)
+            if not exchange.request_done:
+                self._set_timer(_BODY, self.proxy.header_timeout)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.current
         if exchange is not None:
+            if self.timer_kind == _BODY:
+                self.deadline = self.loop.time() + self.proxy.header_timeout
             exchange.request_body(body)
 
     def on_message_complete(self) -> None:
         exchange = self.current
         self.current = None
+        if self.timer_kind == _BODY:
+            self._clear_timer()
         if exchange is not None and not exchange.request_done:
             exchange.request_complete()
 
@@ -698,6 +706,8 @@ class ClientConnection(asyncio.Protocol):
             return
         if queue:
             self._start(queue[0])
+            if not queue[0].request_done:
+                self._set_timer(_BODY, self.proxy.header_timeout)
         elif self.eof:
             self._close()
             return
@@ -793,6 +803,16 @@ class ClientConnection(asyncio.Protocol):
             self.timer = self.loop.call_at(self.deadline, self._on_timer)
             return
         self.timer_kind = _NONE
+        if kind == _BODY and not self.lingering:
+            current = self.current
+            if current is None or current.request_done:
+                return
+            if not self.reading:
+                # Not read because of us (deciding, connecting, upstream full): no fault.
+                self._set_timer(_BODY, self.proxy.header_timeout)
+                return
+            self.reject(GatewayError("REQUEST_TIMEOUT", status=408))
+            return
         if self.lingering:
             self._close()
         elif kind == _HEAD and self.in_head:

@@ -42,6 +42,8 @@ _OUT_OF_FDS = frozenset({errno.EMFILE, errno.ENFILE})
 class Exchange(Protocol):
     """What an upstream connection reports to (implemented by the client side)."""
 
+    request_done: bool  # the whole request body was sent
+
     def response_head(
         self, status: int, reason: bytes, headers: list[tuple[bytes, bytes, bytes]]
     ) -> None: ...
@@ -134,6 +136,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
+    def request_sent(self) -> None:
+        """The request body is all written: `upstream.read_timeout` counts from now."""
+        self.last_read = self.pool.loop.time()
+
     def pause_reading(self) -> None:
         """The client cannot take more: stop reading the upstream (and its read timer)."""
         if not self.reading_paused and self.transport is not None and not self.closed:
@@ -182,6 +188,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         loop = self.pool.loop
         deadline = self.last_read + self.pool.read_timeout
+        if not self.exchange.request_done:
+            # Still sending the request body: the wait for an answer has not begun (a
+            # stalled client body is the client side's 408).
+            self.last_read = loop.time()
+            deadline = self.last_read + self.pool.read_timeout
         if self.reading_paused or loop.time() < deadline:
             # Activity since (or the client is slow, which is not the upstream's fault).
             self.timer = loop.call_at(
