@@ -295,13 +295,13 @@ def _echo_key(key: ApiKey, rotation_days: int) -> None:
         click.echo(f"{label + ':':<14}{value}")
 
 
-def _echo_secret(key: ApiKey, secret: str, as_json: bool, rotation_days: int) -> None:
+def _echo_key_value(key: ApiKey, key_value: str, as_json: bool, rotation_days: int) -> None:
     if as_json:
-        click.echo(json.dumps(render.secret_body(key, secret, rotation_days), indent=2))
+        click.echo(json.dumps(render.key_value_body(key, key_value, rotation_days), indent=2))
     else:
         _echo_key(key, rotation_days)
         click.echo("")
-        click.echo(secret)
+        click.echo(key_value)
     click.echo(f"Warning: {SHOWN_ONCE}", err=True)
 
 
@@ -499,8 +499,8 @@ def keys_create(
     async def action(service: KeyService, request_id: str) -> tuple[ApiKey, str]:
         return await service.create(parse_body(KeyCreate, body), request_id=request_id)
 
-    key, secret = _run_with_service(ctx, as_json, action)
-    _echo_secret(key, secret, as_json, _settings(ctx).keys.rotation_days)
+    key, key_value = _run_with_service(ctx, as_json, action)
+    _echo_key_value(key, key_value, as_json, _settings(ctx).keys.rotation_days)
 
 
 @keys.command("list")
@@ -685,8 +685,8 @@ def keys_rotate(
         await _reach_gateways(service)
         return result
 
-    key, secret = _run_with_service(ctx, as_json, action)
-    _echo_secret(key, secret, as_json, _settings(ctx).keys.rotation_days)
+    key, key_value = _run_with_service(ctx, as_json, action)
+    _echo_key_value(key, key_value, as_json, _settings(ctx).keys.rotation_days)
 
 
 @keys.command("revoke")

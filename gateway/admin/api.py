@@ -180,8 +180,8 @@ def api_routes(runtime: Runtime) -> list[Route]:
     async def create_key(request: Request) -> Response:
         body = parse_body(KeyCreate, parse_json(await read_body(request)))
         svc = service()
-        key, secret = await svc.create(body, **who(request))
-        return json_response(render.secret_body(key, secret, svc.rotation_days), 201)
+        key, key_value = await svc.create(body, **who(request))
+        return json_response(render.key_value_body(key, key_value, svc.rotation_days), 201)
 
     async def list_keys(request: Request) -> Response:
         status, limit = query_status(request), query_limit(request)
@@ -211,9 +211,9 @@ def api_routes(runtime: Runtime) -> list[Route]:
         data = await optional_json(request)
         body = KeyRotate() if data is NO_BODY else parse_body(KeyRotate, data)
         svc = service()
-        key, secret = await svc.rotate(request.path_params["id"], body, **who(request))
+        key, key_value = await svc.rotate(request.path_params["id"], body, **who(request))
         await reach_gateways(svc)
-        return json_response(render.secret_body(key, secret, svc.rotation_days))
+        return json_response(render.key_value_body(key, key_value, svc.rotation_days))
 
     async def revoke_key(request: Request) -> Response:
         await no_body(request)

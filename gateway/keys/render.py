@@ -70,8 +70,10 @@ def key_body(key: ApiKey, rotation_days: int = 90) -> dict[str, Any]:
     return {"apiKey": render_key(key, rotation_days)}
 
 
-def secret_body(key: ApiKey, secret: str, rotation_days: int = 90) -> dict[str, Any]:
-    return {"apiKey": render_key(key, rotation_days), "secret": secret}
+def key_value_body(key: ApiKey, key_value: str, rotation_days: int = 90) -> dict[str, Any]:
+    """After create and rotate: the record and the key's value, shown this once (the JSON
+    field is `secret`, SPEC §9; in the code "secret" is only the server secret)."""
+    return {"apiKey": render_key(key, rotation_days), "secret": key_value}
 
 
 def details_body(key: ApiKey, summary: UsageSummary, rotation_days: int = 90) -> dict[str, Any]:

@@ -106,7 +106,7 @@ async def test_lifecycle_json_bodies_equal_the_api_bodies(gw: Cli, settings_: Se
     key_id, first_secret = created["apiKey"]["id"], created["secret"]
     async with key_service(settings_) as service:
         key = await service.get(key_id)
-        assert created == render.secret_body(key, first_secret)
+        assert created == render.key_value_body(key, first_secret)
         assert key.sites == ("a", "b") and key.rate_limit is None and key.expires_at is None
         assert (await service.store.lookup_digest(service.digest(first_secret))) is not None
 
@@ -145,7 +145,7 @@ async def test_lifecycle_json_bodies_equal_the_api_bodies(gw: Cli, settings_: Se
     assert "shown only once" in rotated.err
     async with key_service(settings_) as service:
         key = await service.get(key_id)
-        assert rotated.json() == render.secret_body(key, second_secret)
+        assert rotated.json() == render.key_value_body(key, second_secret)
         assert (await service.store.lookup_digest(service.digest(first_secret))) is None
         assert (await service.store.lookup_digest(service.digest(second_secret))) is not None
 

@@ -155,7 +155,7 @@ async def test_rendered_bodies_validate_against_the_response_models(service: Any
         [UsageRecord(key.id, utcnow(), "POST", "/y", 503, 2.5, "a") for _ in range(3)]
     )
     days = service.rotation_days
-    KeySecretResponse.model_validate(render.secret_body(key, secret, days), strict=False)
+    KeySecretResponse.model_validate(render.key_value_body(key, secret, days), strict=False)
     KeyResponse.model_validate(render.key_body(key, days))
     details_key, summary = await service.details(key.id)
     KeyDetailsResponse.model_validate(render.details_body(details_key, summary, days))
