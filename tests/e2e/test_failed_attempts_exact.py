@@ -19,7 +19,7 @@ from tests.e2e.rawhttp import fetch
 async def test_concurrent_bad_keys_from_one_ip_evaluate_at_most_the_limit(
     start_gateway: Callable[..., Gateway], upstream: Upstream, concurrent: int
 ) -> None:
-    gateway = start_gateway(upstream.url, auth={"failed_attempts_limit": "30/minute"})
+    gateway = start_gateway(upstream.url, auth={"failed_attempts_limit": "30/hour"})
     values = [generate_key() for _ in range(concurrent)]
     KEY_VALUES.update(values)
     answers = await asyncio.gather(
@@ -33,7 +33,7 @@ async def test_concurrent_bad_keys_from_one_ip_evaluate_at_most_the_limit(
 async def test_valid_keys_give_their_attempt_back(
     start_gateway: Callable[..., Gateway], upstream: Upstream
 ) -> None:
-    gateway = start_gateway(upstream.url, auth={"failed_attempts_limit": "5/minute"})
+    gateway = start_gateway(upstream.url, auth={"failed_attempts_limit": "5/hour"})
     good = [gateway.create_key(rateLimit="1000/minute") for _ in range(5)]
     # 5 fresh valid keys at once, each looked up (5 attempts in flight, the limit), then
     # given back: the 5 bad values after them are all still evaluated.

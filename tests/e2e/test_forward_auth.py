@@ -486,7 +486,7 @@ async def test_too_many_failed_attempts_reach_the_client_as_429(
     """The failed-attempt throttle of the client IP (through the proxy's X-Forwarded-For)
     answers 429 TOO_MANY_FAILED_ATTEMPTS with Retry-After, through every proxy."""
     config = json.loads(json.dumps(CONFIG))
-    config["auth"] = {"failed_attempts_limit": "2/minute"}
+    config["auth"] = {"failed_attempts_limit": "2/hour"}
     gateway = launch_authz(tmp_path_factory.mktemp(f"throttle-{name}"), **config)
     proxy = start_front(name, tmp_path_factory.mktemp(name), gateway.port, upstream.port)
     try:

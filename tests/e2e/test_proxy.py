@@ -523,7 +523,7 @@ async def test_failed_attempts_cannot_be_dodged_with_a_spoofed_forwarded_for(
 ) -> None:
     from gateway.keys.format import generate_key
 
-    strict = start_gateway(upstream.url, auth={"failed_attempts_limit": "3/minute"})
+    strict = start_gateway(upstream.url, auth={"failed_attempts_limit": "3/hour"})
     good = strict.create_key("read")
     for n in range(3):
         headers = {**bearer(generate_key("gw")), "X-Forwarded-For": f"198.51.100.{n}"}
@@ -547,7 +547,7 @@ async def test_trusted_proxy_chain_is_appended_and_its_client_is_throttled(
     behind_lb = start_gateway(
         upstream.url,
         server={"trusted_proxies": ["127.0.0.0/8"]},
-        auth={"failed_attempts_limit": "2/minute"},
+        auth={"failed_attempts_limit": "2/hour"},
     )
     key = behind_lb.create_key("read")
     status, _, echo = await get_json(

@@ -169,7 +169,7 @@ async def test_public_routes_need_no_key(admin: Admin) -> None:
 
 
 async def test_failed_attempts_are_throttled_per_ip_before_any_lookup(store_url: str) -> None:
-    async with running_admin(store_url, auth={"failed_attempts_limit": "3/minute"}) as admin:
+    async with running_admin(store_url, auth={"failed_attempts_limit": "3/hour"}) as admin:
         attempts = [
             (await _malformed(admin), "INVALID_API_KEY"),
             (await _revoked_admin(admin), "KEY_REVOKED"),
@@ -202,7 +202,7 @@ async def test_proxy_traffic_cannot_lock_administrators_out(store_url: str) -> N
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async with running_admin(store_url, auth={"failed_attempts_limit": "2/minute"}) as admin:
+    async with running_admin(store_url, auth={"failed_attempts_limit": "2/hour"}) as admin:
         proxy = GatewayMiddleware(app, runtime=admin.runtime)
         transport = httpx.ASGITransport(proxy)
         async with httpx.AsyncClient(transport=transport, base_url="http://proxy.test") as client:

@@ -422,7 +422,7 @@ async def test_errors_before_the_limit_check_carry_no_ratelimit_headers(make_gat
 async def test_failed_attempts_throttle_before_any_lookup(make_gateway) -> None:
     from gateway.keys.format import generate_key
 
-    gw = await make_gateway(auth={"failed_attempts_limit": "3/minute"})
+    gw = await make_gateway(auth={"failed_attempts_limit": "3/hour"})
     _, value = await gw.key()
     for _ in range(5):  # missing keys do not count
         assert (await gw.get()).status_code == 401
@@ -440,7 +440,7 @@ async def test_failed_attempts_throttle_before_any_lookup(make_gateway) -> None:
 
 
 async def test_failed_attempts_are_per_client_ip(make_gateway) -> None:
-    gw = await make_gateway(auth={"failed_attempts_limit": "2/minute"})
+    gw = await make_gateway(auth={"failed_attempts_limit": "2/hour"})
     _, value = await gw.key()
     for _ in range(2):
         await gw.get(value="gw_bad")
@@ -459,7 +459,7 @@ async def test_x_forwarded_for_from_a_trusted_proxy(make_gateway) -> None:
     gw = await make_gateway(
         client_addr=("10.0.0.5", 4000),
         server={"trusted_proxies": ["10.0.0.0/8"]},
-        auth={"failed_attempts_limit": "2/minute"},
+        auth={"failed_attempts_limit": "2/hour"},
     )
     _, value = await gw.key()
     xff = {"X-Forwarded-For": "6.6.6.6, 198.51.100.7, 10.0.0.2"}
@@ -477,7 +477,7 @@ async def test_x_forwarded_for_from_an_untrusted_peer_changes_nothing(make_gatew
     gw = await make_gateway(
         client_addr=("203.0.113.50", 4000),
         server={"trusted_proxies": ["10.0.0.0/8"]},
-        auth={"failed_attempts_limit": "2/minute"},
+        auth={"failed_attempts_limit": "2/hour"},
     )
     _, value = await gw.key()
     spoof = {"X-Forwarded-For": "1.1.1.1"}

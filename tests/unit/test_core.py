@@ -47,7 +47,7 @@ async def runtime(tmp_path: Path) -> AsyncIterator[Runtime]:
     rt = Runtime(
         make_settings(
             tmp_path,
-            auth={"failed_attempts_limit": "3/minute"},
+            auth={"failed_attempts_limit": "3/hour"},
             routes=[{"prefix": "/public", "public": True}, {"prefix": "/ops", "scope": "admin"}],
             rate_limit={"default": "2/minute", "strategy": "fixed-window"},
             usage={"flush_interval": 3600},
