@@ -9,6 +9,8 @@ its path:
 - `/head-cl`: `Content-Length: 1234`, no body (a HEAD-style answer to any method);
 - `/status/CODE`: that status, `Content-Length: 5` and `hello` unless 1xx/204/304;
 - `/chunked?n=N`: N chunks `chunk-<i>` with `Transfer-Encoding: chunked`;
+- `/nominates`: an answer whose `Connection` names `X-Hop` (and carries the usual
+  hop-by-hop fields and its own X-Request-ID);
 - `/close`: a close-delimited body (no length, then the connection closes);
 - `/early-hints`: `103 Early Hints` first, then the echo;
 - `/bad-framing`: an answer with both Content-Length and Transfer-Encoding;
@@ -135,6 +137,13 @@ class RawUpstream:
                 out.append(b"%x\r\n%s\r\n" % (len(piece), piece))
             out.append(b"0\r\nX-Trailer: t\r\n\r\n")
             conn.sendall(b"".join(out))
+            return True
+        if path == "/nominates":
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: gone\r\n"
+                b"Keep-Alive: timeout=5\r\nX-Request-ID: upstream-id\r\nX-Stay: yes\r\n"
+                b"Content-Length: 2\r\n\r\nok"
+            )
             return True
         if path == "/close":
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close body")

@@ -358,6 +358,15 @@ def test_chunked_and_close_delimited_answers_reach_an_http11_client_chunked(
     assert conn.response().status == 200
 
 
+def test_hop_by_hop_fields_of_the_answer_are_dropped(gw: Gateway) -> None:
+    response, _ = one(gw.port, request("GET", "/nominates"))
+    assert response.status == 200 and response.body == b"ok"
+    names = [name for name, _ in response.headers]
+    assert "x-hop" not in names and "keep-alive" not in names and "connection" not in names
+    assert response.get("x-stay") == "yes"
+    assert response.get("x-request-id") != "upstream-id"  # the gateway's own
+
+
 def test_an_upstream_answer_with_ambiguous_framing_is_502(gw: Gateway) -> None:
     response, _ = one(gw.port, request("GET", "/bad-framing"))
     assert response.status == 502

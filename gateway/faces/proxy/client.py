@@ -51,6 +51,8 @@ _NONE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
 # Request fields the parser callbacks look at (besides collecting them).
 _WATCHED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"connection", b"host"})
 _HEAD_METHOD = b"HEAD"
+# `Connection` values that nominate nothing beyond the hop-by-hop fields always dropped.
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 # After a last answer the client may still be sending (a refused body): its bytes are read
 # and dropped for this long, so that the answer is not lost to a TCP reset (nginx's
 # lingering close).
@@ -188,7 +190,7 @@ class Exchange:
             if lname in dropped:
                 if lname == b"content-length":
                     length = value
-                elif lname == b"connection":
+                elif lname == b"connection" and value.lower() not in _PLAIN_CONNECTION:
                     nominated = connection_tokens(v for n, _, v in headers if n == b"connection")
                 continue
             parts += (name, b": ", value, CRLF)
