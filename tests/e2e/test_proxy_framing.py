@@ -669,3 +669,18 @@ def test_tls_cert_and_key_make_the_proxy_listener_https(
         plain.sendall(request("GET", "/plain"))  # plain HTTP on the TLS port: no answer
         with contextlib.suppress(OSError):
             assert not plain.recv(100).startswith(b"HTTP/1.1 200")
+
+
+def test_requests_wait_for_a_free_upstream_connection(
+    raw: RawUpstream, start_gateway: Callable[..., Gateway]
+) -> None:
+    """upstream.max_connections bounds the pool; a request beyond it waits, not fails."""
+    one_conn = start_gateway(
+        raw.url, upstream={"max_connections": 1}, routes=[{"prefix": "/", "public": True}]
+    )
+    before = raw.connections
+    conns = [Conn(one_conn.port) for _ in range(4)]
+    for n, conn in enumerate(conns):
+        conn.send(request("GET", f"/slow?s=0.2&n={n}"))
+    assert [conn.response().status for conn in conns] == [200] * 4
+    assert raw.connections - before == 1  # all four over the one pooled connection
