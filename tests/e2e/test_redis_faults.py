@@ -13,7 +13,11 @@ import pytest
 
 from tests.e2e.conftest import Gateway, Upstream
 from tests.e2e.rawhttp import Answer, fetch
-from tests.redis_process import RedisProcess, own_redis  # noqa: F401 - fixture
+from tests.redis_process import (  # noqa: F401 - fixtures
+    RedisProcess,
+    own_redis,
+    persistent_redis,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -101,28 +105,27 @@ async def test_frozen_redis_every_answer_within_one_second(
 async def test_restarted_redis_serves_a_fresh_key_on_an_idle_replica_within_5s(
     start_gateway: Callable[..., Gateway],
     upstream: Upstream,
-    own_redis: RedisProcess,  # noqa: F811
+    persistent_redis: RedisProcess,  # noqa: F811
 ) -> None:
-    busy, idle = replicas(start_gateway, upstream, own_redis.url)
+    busy, idle = replicas(start_gateway, upstream, persistent_redis.url)
     key = busy.create_key(rateLimit="100000/minute")
-    # Warm every pooled connection of both replicas: 60 concurrent requests each.
+    fresh = [busy.create_key() for _ in range(21)]  # never used before the restart
+    # Fill both replicas' pools: 100 concurrent requests each.
     for gateway in (busy, idle):
         await wait_ready(gateway, key.value)
-        await asyncio.gather(*(fetch(gateway.port, "/w", bearer(key.value)) for _ in range(60)))
+        await asyncio.gather(*(fetch(gateway.port, "/w", bearer(key.value)) for _ in range(100)))
 
-    own_redis.kill()
-    own_redis.start()
+    persistent_redis.kill()
+    persistent_redis.start()  # same data, every pooled connection now dead
     restarted = time.monotonic()
-    # The restarted Redis is empty: keys made now are new to both replicas.
-    fresh = [busy.create_key() for _ in range(21)]
 
-    # Neither replica saw traffic since the restart; every pooled connection is stale.
-    # The first answers must be good (a dead connection is retried on a fresh one).
+    # The replica that saw no traffic since the restart: its first answer must be good.
     first = await fetch(idle.port, "/fresh", bearer(fresh[0].value))
     assert (first.status, first.code) == (200, None), first.body
     assert time.monotonic() - restarted < 5.0
-    for gateway, keys in ((idle, fresh[1:11]), (busy, fresh[11:])):
-        answers = await asyncio.gather(
-            *(fetch(gateway.port, "/fresh", bearer(k.value)) for k in keys),
-        )
-        assert [a.status for a in answers] == [200] * 10, [(a.status, a.code) for a in answers]
+    # Concurrent never-cached keys on the busy replica: each lookup on a dead pooled
+    # connection is retried on a fresh one.
+    answers = await asyncio.gather(
+        *(fetch(busy.port, "/fresh", bearer(k.value)) for k in fresh[1:])
+    )
+    assert [a.status for a in answers] == [200] * 20, [(a.status, a.code) for a in answers]
