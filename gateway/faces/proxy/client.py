@@ -658,7 +658,12 @@ class ClientConnection(asyncio.Protocol):
                 parts += buffer
         if exchange.body_chunked and exchange.request_done:
             parts.append(LAST_CHUNK)
-        elif exchange.expect_continue and not exchange.body_sent and not exchange.request_done:
+        elif (
+            exchange.expect_continue
+            and exchange.http11  # no interim answers for HTTP/1.0 (RFC 9110 §15.2)
+            and not exchange.body_sent
+            and not exchange.request_done
+        ):
             self.write(CONTINUE)
         if self.write_paused:
             upstream.pause_reading()
