@@ -23,7 +23,8 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import metrics
-from gateway.errors import GatewayError, error_body, invalid_request, new_request_id
+from gateway.errors import GatewayError, invalid_request
+from gateway.pipeline.core import render_error
 
 log = logging.getLogger("gateway.edge")
 
@@ -142,12 +143,11 @@ class EdgeProtocol(HttpToolsProtocol):
         the request."""
         self._disarm()
         self._in_head = False
-        body = error_body(error, new_request_id())
-        head = (
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncache-control: no-store\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n"
-            % (error.status, _REASONS.get(error.status, b"Error"), len(body))
-        )
+        status, headers, body = render_error(error)  # the one envelope, with X-Request-ID
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Error"))]
+        lines += [b"%s: %s\r\n" % pair for pair in headers]
+        lines.append(b"connection: close\r\n\r\n")
+        head = b"".join(lines)
         metrics.TALLY.request(error.code.lower(), error.status, 0.0)
         log.info("request head refused: %s", error.code)
         self.transport.write(head + body)

@@ -63,9 +63,9 @@ class OriginalRequest:
     """Finds the request a proxy asks about (SPEC §15), from `server.trusted_proxies` and
     `authz.path_prefix`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client_ip: ClientIP) -> None:
         self.path_prefix = settings.authz.path_prefix
-        self.client_ip = ClientIP(settings.server.trusted_proxies)
+        self.client_ip = client_ip  # the decision core's: trust is decided in one place
         self.trusting = bool(self.client_ip.networks)
 
     def __call__(
@@ -122,7 +122,7 @@ class AuthzFace:
 
     def __init__(self, core: DecisionCore) -> None:
         self.core = core
-        self.original = OriginalRequest(core.settings)
+        self.original = OriginalRequest(core.settings, core.client_ip)
 
     async def check(
         self,

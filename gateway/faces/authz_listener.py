@@ -24,8 +24,9 @@ from http import HTTPStatus
 
 import httptools
 
-from gateway.errors import GatewayError, error_body, new_request_id, payload_too_large
+from gateway.errors import GatewayError, payload_too_large
 from gateway.faces.authz import Answer, AuthzFace
+from gateway.pipeline.core import render_error
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -294,13 +295,8 @@ def _too_large(limits: EdgeLimits, what: str) -> GatewayError:
 
 
 def _error_answer(error: GatewayError) -> Answer:
-    body = error_body(error, new_request_id())
-    headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
-    headers += [
-        (name.lower().encode("latin-1"), value.encode("latin-1"))
-        for name, value in error.headers.items()
-    ]
-    return Answer(error.status, headers, body)
+    """The one envelope (with X-Request-ID) for an error before any decision."""
+    return Answer(*render_error(error))
 
 
 class AuthzServer:
