@@ -6,6 +6,7 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.faces.authz import OriginalRequest
+from gateway.pipeline.clientip import ClientIP
 from gateway.settings import load_settings
 
 PROXY = "10.0.0.5"
@@ -27,7 +28,8 @@ def original(
         authz={"path_prefix": prefix},
     )
     pairs = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    return OriginalRequest(settings)(method, target, pairs, peer)
+    client_ip = ClientIP(settings.server.trusted_proxies)  # as the decision core builds it
+    return OriginalRequest(settings, client_ip)(method, target, pairs, peer)
 
 
 def test_traefik_and_caddy_headers_from_a_trusted_proxy() -> None:
