@@ -55,6 +55,10 @@ class Liveness:
         self.cap = max(cap, timeout)
         self.interval = timeout / 2
         self.last_pong = time.monotonic()
+        # When the watchdog last ran (set before and after each PING): a watchdog that has
+        # not run for longer than a PING can take was paused with the whole process
+        # (SIGSTOP, a VM freeze), which says nothing about Redis.
+        self.last_tick = self.last_pong
         self._stop = threading.Event()
         self._url = url
         self._thread: threading.Thread | None = None
@@ -80,11 +84,13 @@ class Liveness:
         )
         try:
             while not self._stop.is_set():
+                self.last_tick = time.monotonic()
                 try:
                     client.ping()
                     self.last_pong = time.monotonic()
                 except Exception:  # silence is what the callers measure
                     pass
+                self.last_tick = time.monotonic()
                 self._stop.wait(self.interval)
         finally:
             with contextlib.suppress(Exception):
@@ -94,8 +100,13 @@ class Liveness:
         self.last_pong = time.monotonic()
 
     def silent_for(self) -> float:
-        """Seconds since Redis last answered the watchdog, beyond its PING interval."""
-        return max(0.0, time.monotonic() - self.last_pong - self.interval)
+        """Seconds since Redis last answered the watchdog, beyond its PING interval; 0 while
+        the watchdog itself has not run for longer than a PING can take (the process was
+        paused: the calls' own deadline decides until the watchdog has pinged again)."""
+        now = time.monotonic()
+        if now - self.last_tick > 2 * self.timeout + self.interval:
+            return 0.0
+        return max(0.0, now - self.last_pong - self.interval)
 
     @contextlib.asynccontextmanager
     async def deadline(self) -> AsyncIterator[None]:
