@@ -177,6 +177,9 @@ class AuthSettings(_Section):
     site_header: str = "X-Site-Id"
     site_path_prefix: str = "/sites/"
     failed_attempts_limit: str = "30/minute"
+    # true: a key limited to sites needs the request to name one of them (SPEC §3); false:
+    # a request that names no site passes the site check.
+    require_site: bool = False
 
     @field_validator("headers")
     @classmethod

@@ -158,6 +158,7 @@ class DecisionCore:
         # needs the admin access level.
         self.routes = RouteRules(() if self.admin else settings.routes)
         self.sites = SiteRules(settings.auth.site_header, settings.auth.site_path_prefix)
+        self.require_site = settings.auth.require_site
         self.site_header = b"" if self.admin else self.sites.header
         self.client_ip = ClientIP(settings.server.trusted_proxies)
         self._trusts_proxies = bool(self.client_ip.networks)
@@ -310,7 +311,7 @@ class DecisionCore:
             else:
                 check_scope(key, required_rank(method, rule))
                 site = decision.site = self.sites.requested(site_values, match_path)
-                check_site(key, site)
+                check_site(key, site, self.require_site)
                 limiter = resources.limiter
                 admission = limiter.admit_local(key.id, key.rate_limit)
                 if admission is None:  # counters in Redis: one round trip

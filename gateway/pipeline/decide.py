@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from gateway.errors import GatewayError, invalid_request
-from gateway.keys.model import LEVEL_RANK, SITE_PATTERN, AccessLevel, ApiKey
+from gateway.keys.model import ALL_SITES, LEVEL_RANK, SITE_PATTERN, AccessLevel, ApiKey
 from gateway.settings import RouteRule
 
 # SPEC §3: read allows GET, HEAD, OPTIONS; write adds POST, PUT, PATCH, DELETE; any other
@@ -128,7 +128,16 @@ class SiteRules:
         return site
 
 
-def check_site(key: ApiKey, site: str | None) -> None:
-    """403 SITE_NOT_ALLOWED unless the key may touch `site` (None: no site named)."""
-    if site is not None and not key.allows_site(site):
+def check_site(key: ApiKey, site: str | None, require: bool = False) -> None:
+    """403 SITE_NOT_ALLOWED unless the key may touch `site`. A request that names no site
+    (None) passes, unless `require` (auth.require_site) and the key is limited to sites."""
+    if site is None:
+        if require and ALL_SITES not in key.sites:
+            raise GatewayError(
+                "SITE_NOT_ALLOWED",
+                "This API key is limited to sites: the request must name one.",
+                {"site": None},
+            )
+        return
+    if not key.allows_site(site):
         raise GatewayError("SITE_NOT_ALLOWED", details={"site": site})

@@ -361,6 +361,24 @@ async def test_sites_from_header_and_path(make_gateway) -> None:
     assert bad.status_code == 400
 
 
+async def test_require_site_makes_a_site_limited_key_name_a_site(make_gateway) -> None:
+    gw = await make_gateway(auth={"require_site": True})
+    _, limited = await gw.key(sites=["alpha"])
+    _, every = await gw.key(sites=["*"])
+    response = await gw.get("/things", value=limited)  # names no site
+    assert response.status_code == 403
+    error = error_of(response)
+    assert error["code"] == "SITE_NOT_ALLOWED" and error["details"] == {"site": None}
+    assert (await gw.get("/things", value=every)).status_code == 200  # "*": not affected
+    assert (await gw.get("/sites/alpha/x", value=limited)).status_code == 200
+    assert (await gw.get("/x", value=limited, headers={"X-Site-Id": "alpha"})).status_code == 200
+    assert (await gw.get("/sites/beta/x", value=limited)).status_code == 403
+    # The default: a request that names no site passes (SPEC §3).
+    default = await make_gateway()
+    _, limited = await default.key(sites=["alpha"])
+    assert (await default.get("/things", value=limited)).status_code == 200
+
+
 async def test_configured_site_header_and_path(make_gateway) -> None:
     gw = await make_gateway(auth={"site_header": "X-Tenant", "site_path_prefix": "/t/"})
     _, value = await gw.key(sites=["alpha"])

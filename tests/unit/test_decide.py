@@ -123,6 +123,10 @@ def test_check_site() -> None:
     check_site(make_key(sites=("*",)), "anything")
     check_site(make_key(sites=("a", "b")), "b")
     check_site(make_key(sites=("a",)), None)
+    check_site(make_key(sites=("*",)), None, require=True)
+    with pytest.raises(GatewayError) as required:
+        check_site(make_key(sites=("a",)), None, require=True)
+    assert required.value.code == "SITE_NOT_ALLOWED" and required.value.details == {"site": None}
     with pytest.raises(GatewayError) as caught:
         check_site(make_key(sites=("a",)), "b")
     assert caught.value.status == 403 and caught.value.code == "SITE_NOT_ALLOWED"
