@@ -6,10 +6,11 @@ Three rules, one place:
   that finds every connection busy waits for one instead of failing.
 - **A deadline measured on Redis, not on us.** A call fails only when Redis itself stops
   answering: a watchdog thread PINGs Redis on a connection of its own every
-  `timeout / 2` seconds, and a call gives up once the watchdog has had no answer for
-  `timeout` seconds (a frozen or unreachable Redis). A call merely queued behind hundreds
-  of others — a busy pool, a busy event loop — keeps waiting (up to `CAP_SECONDS`), since
-  the watchdog, outside the event loop, still hears Redis. So a healthy Redis under load
+  `timeout / 2` seconds, and a call gives up once the watchdog, having asked since the
+  call began, has had no answer for `timeout` seconds (a frozen or unreachable Redis). A
+  call merely queued behind hundreds of others — a busy pool, a busy event loop — keeps
+  waiting (up to `CAP_SECONDS`), since the watchdog, outside the event loop, still hears
+  Redis. So a healthy Redis under load
   never produces a timeout (and never switches rate limiting off), and a frozen one is
   detected within about `timeout`.
 - **Stale connections are retried once.** After a Redis restart every pooled connection is
@@ -59,6 +60,7 @@ class Liveness:
         # not run for longer than a PING can take was paused with the whole process
         # (SIGSTOP, a VM freeze), which says nothing about Redis.
         self.last_tick = self.last_pong
+        self.last_attempt = -1.0  # when the watchdog last started a PING
         self._stop = threading.Event()
         self._url = url
         self._thread: threading.Thread | None = None
@@ -85,6 +87,7 @@ class Liveness:
         try:
             while not self._stop.is_set():
                 self.last_tick = time.monotonic()
+                self.last_attempt = time.monotonic()
                 try:
                     client.ping()
                     self.last_pong = time.monotonic()
@@ -108,13 +111,19 @@ class Liveness:
             return 0.0
         return max(0.0, now - self.last_pong - self.interval)
 
+    def silent_since(self, started: float) -> bool:
+        """Whether Redis is silent for a call begun at `started` (time.monotonic()): no
+        PONG for `timeout`, and the watchdog has asked since the call began — a watchdog
+        that has not run meanwhile (a starved machine) is no evidence against Redis."""
+        return self.last_attempt > started and self.silent_for() >= self.timeout
+
     @contextlib.asynccontextmanager
     async def deadline(self) -> AsyncIterator[None]:
         """Bound the calls inside: TimeoutError once Redis is silent for `timeout` seconds
         (or after `cap` seconds in all)."""
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(None) as timer:
-            watch = _Watch(self, timer, loop.time())
+            watch = _Watch(self, timer, loop.time(), time.monotonic())
             watch.handle = loop.call_later(self.timeout, watch.check)
             try:
                 yield
@@ -123,12 +132,15 @@ class Liveness:
 
 
 class _Watch:
-    __slots__ = ("handle", "liveness", "start", "timer")
+    __slots__ = ("began", "handle", "liveness", "start", "timer")
 
-    def __init__(self, liveness: Liveness, timer: asyncio.Timeout, start: float) -> None:
+    def __init__(
+        self, liveness: Liveness, timer: asyncio.Timeout, start: float, began: float
+    ) -> None:
         self.liveness = liveness
         self.timer = timer
-        self.start = start
+        self.start = start  # loop time
+        self.began = began  # time.monotonic(), the watchdog's clock
         self.handle: asyncio.TimerHandle
 
     def check(self) -> None:
@@ -136,11 +148,11 @@ class _Watch:
         loop = asyncio.get_running_loop()
         now = loop.time()
         silent = live.silent_for()
-        if silent >= live.timeout or now - self.start >= live.cap:
+        if live.silent_since(self.began) or now - self.start >= live.cap:
             log.debug("redis call given up: silent %.3fs, pending %.3fs", silent, now - self.start)
             self.timer.reschedule(now)
         else:
-            self.handle = loop.call_later(max(live.timeout - silent, 0.01), self.check)
+            self.handle = loop.call_later(max(live.timeout - silent, live.interval), self.check)
 
 
 class BackendDown(Exception):
@@ -219,9 +231,7 @@ class RedisLink:
     async def guard(self) -> AsyncIterator[Redis]:
         """The client for one bounded call; BackendDown at once while Redis is failing.
         Errors raised inside (TimeoutError, redis errors, OSError) propagate."""
-        if self.down or self.liveness.silent_for() >= self.liveness.timeout:
-            if not self.down:
-                self.failed()
+        if self.down:
             raise BackendDown(f"{self.name}: Redis is unavailable")
         try:
             async with self.liveness.deadline():
