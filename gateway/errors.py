@@ -115,23 +115,52 @@ def payload_too_large(limit: int) -> GatewayError:
 
 def error_body(error: GatewayError, request_id: str) -> bytes:
     """The envelope as compact JSON. Errors without details (every 401, most denials)
-    are rendered once per code and message; only the request id is put in per request."""
-    if not error.details and '"' not in request_id and "\\" not in request_id:
-        parts = _BODIES.get((error.code, error.message))
-        if parts is None:
-            text = json.dumps(error.envelope("\0"), separators=(",", ":"))
-            head, marker, tail = text.partition('"\\u0000"')
-            if not marker:  # cannot happen; render plainly rather than guess
-                return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
-            parts = (head.encode() + b'"', b'"' + tail.encode())
+    are rendered once per code and message; errors whose details are plain strings and
+    integers (a 429's limit and retryAfter) once per code, message and details; only the
+    request id is put in per request."""
+    if '"' in request_id or "\\" in request_id:
+        return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+    details = error.details
+    if not details:
+        cache, key = _BODIES, (error.code, error.message)
+    else:
+        key = _details_key(error, details)
+        if key is None:
+            return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+        cache = _DETAILED_BODIES
+    parts = cache.get(key)
+    if parts is None:
+        text = json.dumps(error.envelope("\0"), separators=(",", ":"))
+        head, marker, tail = text.partition('"\\u0000"')
+        if not marker:  # cannot happen; render plainly rather than guess
+            return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+        parts = (head.encode() + b'"', b'"' + tail.encode())
+        if cache is _BODIES:
             if len(_BODIES) < 256:  # messages are few; never let odd ones grow this
-                _BODIES[(error.code, error.message)] = parts
-        return parts[0] + request_id.encode() + parts[1]
-    return json.dumps(error.envelope(request_id), separators=(",", ":")).encode()
+                _BODIES[key] = parts
+        else:
+            if len(_DETAILED_BODIES) >= 1024:  # a 429's retryAfter changes every second
+                _DETAILED_BODIES.clear()
+            _DETAILED_BODIES[key] = parts
+    return parts[0] + request_id.encode() + parts[1]
+
+
+def _details_key(error: GatewayError, details: dict[str, Any]) -> tuple | None:
+    """A cache key for an envelope with these details, or None when they are not all
+    plain str/int values (exact types: 1, 1.0 and True are equal keys, not equal JSON)."""
+    items: list[object] = [error.code, error.message]
+    for name, value in details.items():
+        kind = type(value)
+        if kind is not str and kind is not int:
+            return None
+        items += (name, kind is int, value)
+    return tuple(items)
 
 
 # (code, message) -> the envelope's bytes before and after the request id.
 _BODIES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+# The same for envelopes with plain details (see `_details_key`).
+_DETAILED_BODIES: dict[tuple, tuple[bytes, bytes]] = {}
 
 
 # Request ids: a random per-process prefix and a counter — unique, and cheap to make
