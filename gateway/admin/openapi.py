@@ -1,143 +1,37 @@
 """The OpenAPI 3.1 document of the admin API, generated from the models (SPEC §9).
 
 Request bodies are described by the very models that validate them (`KeyCreate`,
-`KeyEdit`, `KeyRotate`). Response bodies are described by the models below, which mirror
-`gateway.keys.render`; a test validates every rendered body against them, so the
-document cannot drift from what the API sends.
+`KeyEdit`, `KeyRotate`); response bodies by the very models that render them
+(`gateway.keys.shapes`, used by `gateway.keys.render`), so the document cannot drift
+from what the API sends.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.errors import STATUS
-from gateway.keys.model import AccessLevelName, KeyCreate, KeyEdit, KeyRotate
+from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate
 from gateway.keys.service import MAX_PAGE
+from gateway.keys.shapes import (
+    KEY_ID,
+    AuditListResponse,
+    ErrorResponse,
+    Health,
+    KeyDetailsResponse,
+    KeyListResponse,
+    KeyResponse,
+    KeySecretResponse,
+    Ready,
+    UsageListResponse,
+)
 from gateway.settings import Settings
 
-KEY_ID = r"^key_[0-9A-Za-z]{16}$"
 CURSOR = r"^[0-9]{1,18}$"
 REF = "#/components/schemas/{model}"
-
-
-# --- response models (mirror gateway.keys.render) ---------------------------------------
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ApiKeyRecord(_Out):
-    """An API key record (never its value)."""
-
-    id: str = Field(pattern=KEY_ID)
-    name: str
-    scope: AccessLevelName
-    sites: list[str]
-    status: Literal["active", "revoked"]
-    rateLimit: str | None
-    hint: str
-    createdAt: datetime
-    updatedAt: datetime
-    lastUsedAt: datetime | None
-    expiresAt: datetime | None
-    revokedAt: datetime | None
-    rotatedAt: datetime | None
-    rotationDue: bool
-    expired: bool = Field(
-        description="`expiresAt` has passed: the key gets 401 KEY_EXPIRED (status stays active)"
-    )
-
-
-class DailyUsage(_Out):
-    date: date
-    requests: int = Field(ge=0)
-    errors: int = Field(ge=0)
-
-
-class UsageRecord(_Out):
-    at: datetime
-    method: str
-    path: str
-    status: int
-    latencyMs: float
-    site: str | None
-
-
-class Usage(_Out):
-    totalRequests: int = Field(ge=0)
-    daily: list[DailyUsage]
-    recent: list[UsageRecord]
-
-
-class ApiKeyWithUsage(ApiKeyRecord):
-    usage: Usage
-
-
-class KeyResponse(_Out):
-    apiKey: ApiKeyRecord
-
-
-class KeySecretResponse(_Out):
-    """The only responses that carry a key value: create and rotate."""
-
-    apiKey: ApiKeyRecord
-    secret: str = Field(description="The key value. Shown once; store it now.")
-
-
-class KeyDetailsResponse(_Out):
-    apiKey: ApiKeyWithUsage
-
-
-class KeyListResponse(_Out):
-    data: list[ApiKeyRecord]
-    nextCursor: str | None
-
-
-class UsageListResponse(_Out):
-    data: list[UsageRecord]
-    nextCursor: str | None
-
-
-class AuditEvent(_Out):
-    id: str | None
-    at: datetime
-    action: Literal["create", "edit", "rotate", "revoke", "delete"]
-    keyId: str
-    actor: str = Field(description="The admin key's id, or `cli`.")
-    requestId: str | None
-    changes: dict[str, Any]
-
-
-class AuditListResponse(_Out):
-    data: list[AuditEvent]
-    nextCursor: str | None
-
-
-class ErrorDetail(_Out):
-    code: Literal[tuple(STATUS)]  # type: ignore[valid-type]
-    message: str
-    details: dict[str, Any]
-    requestId: str
-
-
-class ErrorResponse(_Out):
-    """Every error the gateway produces (SPEC §5)."""
-
-    error: ErrorDetail
-
-
-class Health(_Out):
-    status: Literal["ok"]
-
-
-class Ready(_Out):
-    status: Literal["ready"]
 
 
 REQUEST_MODELS: list[type[BaseModel]] = [KeyCreate, KeyEdit, KeyRotate]

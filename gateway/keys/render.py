@@ -1,15 +1,23 @@
 """The one JSON form of every admin response body: the admin API, `gateway keys --json`
-and the dashboard all show exactly these dicts (camelCase, RFC 3339 UTC times)."""
+and the dashboard all show exactly these dicts (camelCase, RFC 3339 UTC times).
+
+Each body is a model of `gateway.keys.shapes` (the same models the OpenAPI document is
+made from) built with `model_construct` — the values are our own records, so there is
+nothing to validate — and dumped in JSON mode, in the models' field order.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.keys.model import ApiKey, rfc3339
+from pydantic import BaseModel
+
+from gateway.keys import shapes
+from gateway.keys.model import ApiKey
 from gateway.store.base import AuditEvent, Page, UsageRecord, UsageSummary
 
 
-def render_key(key: ApiKey, rotation_days: int = 90) -> dict[str, Any]:
+def _key_fields(key: ApiKey, rotation_days: int) -> dict[str, Any]:
     return {
         "id": key.id,
         "name": key.name,
@@ -18,78 +26,123 @@ def render_key(key: ApiKey, rotation_days: int = 90) -> dict[str, Any]:
         "status": key.status.value,
         "rateLimit": key.rate_limit,
         "hint": key.hint,
-        "createdAt": rfc3339(key.created_at),
-        "updatedAt": rfc3339(key.updated_at),
-        "lastUsedAt": rfc3339(key.last_used_at),
-        "expiresAt": rfc3339(key.expires_at),
-        "revokedAt": rfc3339(key.revoked_at),
-        "rotatedAt": rfc3339(key.rotated_at),
+        "createdAt": key.created_at,
+        "updatedAt": key.updated_at,
+        "lastUsedAt": key.last_used_at,
+        "expiresAt": key.expires_at,
+        "revokedAt": key.revoked_at,
+        "rotatedAt": key.rotated_at,
         "rotationDue": key.rotation_due(rotation_days),
         "expired": key.expired(),
     }
 
 
+def key_record(key: ApiKey, rotation_days: int = 90) -> shapes.ApiKeyRecord:
+    return shapes.ApiKeyRecord.model_construct(**_key_fields(key, rotation_days))
+
+
+def usage_record(record: UsageRecord) -> shapes.UsageRecord:
+    return shapes.UsageRecord.model_construct(
+        at=record.at,
+        method=record.method,
+        path=record.path,
+        status=record.status,
+        latencyMs=round(record.latency_ms, 3),
+        site=record.site,
+    )
+
+
+def usage(summary: UsageSummary) -> shapes.Usage:
+    return shapes.Usage.model_construct(
+        totalRequests=summary.total_requests,
+        daily=[
+            shapes.DailyUsage.model_construct(date=d.date, requests=d.requests, errors=d.errors)
+            for d in summary.daily
+        ],
+        recent=[usage_record(record) for record in summary.recent],
+    )
+
+
+def audit_event(event: AuditEvent) -> shapes.AuditEvent:
+    return shapes.AuditEvent.model_construct(
+        id=str(event.seq) if event.seq is not None else None,
+        at=event.at,
+        action=event.action,
+        keyId=event.key_id,
+        actor=event.actor,
+        requestId=event.request_id,
+        changes=event.changes,
+    )
+
+
+def _json(model: BaseModel) -> dict[str, Any]:
+    body: dict[str, Any] = model.model_dump(mode="json")
+    return body
+
+
+# --- the parts, as dicts (the dashboard's and tests' building blocks) ---------------------
+
+
+def render_key(key: ApiKey, rotation_days: int = 90) -> dict[str, Any]:
+    return _json(key_record(key, rotation_days))
+
+
 def render_usage_record(record: UsageRecord) -> dict[str, Any]:
-    return {
-        "at": rfc3339(record.at),
-        "method": record.method,
-        "path": record.path,
-        "status": record.status,
-        "latencyMs": round(record.latency_ms, 3),
-        "site": record.site,
-    }
+    return _json(usage_record(record))
 
 
 def render_usage(summary: UsageSummary) -> dict[str, Any]:
-    return {
-        "totalRequests": summary.total_requests,
-        "daily": [
-            {"date": day.date, "requests": day.requests, "errors": day.errors}
-            for day in summary.daily
-        ],
-        "recent": [render_usage_record(record) for record in summary.recent],
-    }
+    return _json(usage(summary))
 
 
 def render_audit(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": str(event.seq) if event.seq is not None else None,
-        "at": rfc3339(event.at),
-        "action": event.action,
-        "keyId": event.key_id,
-        "actor": event.actor,
-        "requestId": event.request_id,
-        "changes": event.changes,
-    }
+    return _json(audit_event(event))
 
 
 # --- response bodies ---------------------------------------------------------------------
 
 
 def key_body(key: ApiKey, rotation_days: int = 90) -> dict[str, Any]:
-    return {"apiKey": render_key(key, rotation_days)}
+    return _json(shapes.KeyResponse.model_construct(apiKey=key_record(key, rotation_days)))
 
 
 def key_value_body(key: ApiKey, key_value: str, rotation_days: int = 90) -> dict[str, Any]:
     """After create and rotate: the record and the key's value, shown this once (the JSON
     field is `secret`, SPEC §9; in the code "secret" is only the server secret)."""
-    return {"apiKey": render_key(key, rotation_days), "secret": key_value}
+    return _json(
+        shapes.KeySecretResponse.model_construct(
+            apiKey=key_record(key, rotation_days), secret=key_value
+        )
+    )
 
 
 def details_body(key: ApiKey, summary: UsageSummary, rotation_days: int = 90) -> dict[str, Any]:
-    return {"apiKey": {**render_key(key, rotation_days), "usage": render_usage(summary)}}
+    record = shapes.ApiKeyWithUsage.model_construct(
+        **_key_fields(key, rotation_days), usage=usage(summary)
+    )
+    return _json(shapes.KeyDetailsResponse.model_construct(apiKey=record))
 
 
 def key_list_body(page: Page[ApiKey], rotation_days: int = 90) -> dict[str, Any]:
-    return {
-        "data": [render_key(key, rotation_days) for key in page.data],
-        "nextCursor": page.next_cursor,
-    }
+    return _json(
+        shapes.KeyListResponse.model_construct(
+            data=[key_record(key, rotation_days) for key in page.data],
+            nextCursor=page.next_cursor,
+        )
+    )
 
 
 def usage_list_body(page: Page[UsageRecord]) -> dict[str, Any]:
-    return {"data": [render_usage_record(r) for r in page.data], "nextCursor": page.next_cursor}
+    return _json(
+        shapes.UsageListResponse.model_construct(
+            data=[usage_record(r) for r in page.data], nextCursor=page.next_cursor
+        )
+    )
 
 
 def audit_list_body(page: Page[AuditEvent]) -> dict[str, Any]:
-    return {"data": [render_audit(e) for e in page.data], "nextCursor": page.next_cursor}
+    return _json(
+        shapes.AuditListResponse.model_construct(
+            data=[audit_event(e) for e in page.data], nextCursor=page.next_cursor
+        )
+    )

@@ -1,0 +1,106 @@
+"""The response shapes are one source: a rendered body validates against the schema the
+OpenAPI document publishes for it, and every route in the table is in the document."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jsonschema
+import pytest
+
+from gateway.admin.openapi import openapi_document
+from gateway.errors import STATUS, GatewayError, error_body
+from gateway.keys import render
+from gateway.keys.model import AccessLevel, ApiKey, Status
+from gateway.settings import load_settings
+from gateway.store.base import AuditEvent, DailyUsage, Page, UsageRecord, UsageSummary
+
+NOW = datetime(2026, 12, 2, 12, 0, 5, 123456, tzinfo=UTC)
+ACTIVE = ApiKey(
+    "key_abcdefghijklmnop", "ci é", AccessLevel.ADMIN, ("*",), Status.ACTIVE, "10/minute",
+    "abcd", NOW, NOW, None, NOW + timedelta(days=1), None, NOW,
+)  # fmt: skip
+REVOKED = ApiKey(
+    "key_abcdefghijklmnoq", "old", AccessLevel.READ, ("a", "b"), Status.REVOKED, None,
+    "wxyz", NOW, NOW, NOW, None, NOW, None,
+)  # fmt: skip
+RECORDS = [
+    UsageRecord("key_abcdefghijklmnop", NOW, "GET", "/a", 200, 1.23456789),
+    UsageRecord("key_abcdefghijklmnop", NOW, "POST", "/b", 503, 3.0, "shop"),
+]
+SUMMARY = UsageSummary(2, [DailyUsage("2026-12-02", 2, 1)], RECORDS)
+EVENTS = [
+    AuditEvent(NOW, "edit", ACTIVE.id, "cli", None, {"name": ["a", "b"], "expiresAt": None}, 7),
+    AuditEvent(NOW, "create", ACTIVE.id, REVOKED.id, "req-1", {}, None),
+]
+
+# (component schema, rendered body): every response model the API renders.
+BODIES: list[tuple[str, dict[str, Any]]] = [
+    ("KeyResponse", render.key_body(ACTIVE)),
+    ("KeyResponse", render.key_body(REVOKED, 1)),
+    ("KeySecretResponse", render.key_value_body(ACTIVE, "gw_live_value")),
+    ("KeyDetailsResponse", render.details_body(ACTIVE, SUMMARY)),
+    ("KeyDetailsResponse", render.details_body(REVOKED, UsageSummary(0, [], []))),
+    ("KeyListResponse", render.key_list_body(Page([ACTIVE, REVOKED], "12"))),
+    ("KeyListResponse", render.key_list_body(Page([], None))),
+    ("UsageListResponse", render.usage_list_body(Page(RECORDS, "3"))),
+    ("AuditListResponse", render.audit_list_body(Page(EVENTS, None))),
+    ("Health", {"status": "ok"}),
+    ("Ready", {"status": "ready"}),
+]
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return openapi_document(load_settings())
+
+
+def validate(document: dict[str, Any], name: str, body: Any) -> None:
+    schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    ).validate(body)
+
+
+@pytest.mark.parametrize(("name", "body"), BODIES, ids=[name for name, _ in BODIES])
+def test_a_rendered_body_validates_against_its_published_schema(
+    document: dict[str, Any], name: str, body: dict[str, Any]
+) -> None:
+    validate(document, name, json.loads(json.dumps(body)))
+
+
+def test_the_wire_form_of_a_key_record() -> None:
+    """Field order, camelCase, nulls and second-precision UTC times, byte for byte."""
+    assert json.dumps(render.render_key(REVOKED, 90)) == (
+        '{"id": "key_abcdefghijklmnoq", "name": "old", "scope": "read", "sites": ["a", "b"], '
+        '"status": "revoked", "rateLimit": null, "hint": "wxyz", '
+        '"createdAt": "2026-12-02T12:00:05Z", "updatedAt": "2026-12-02T12:00:05Z", '
+        '"lastUsedAt": "2026-12-02T12:00:05Z", "expiresAt": null, '
+        '"revokedAt": "2026-12-02T12:00:05Z", "rotatedAt": null, '
+        '"rotationDue": false, "expired": false}'
+    )
+    details = render.details_body(ACTIVE, SUMMARY)["apiKey"]
+    assert list(details)[-3:] == ["rotationDue", "expired", "usage"]
+    assert details["usage"]["recent"][0]["latencyMs"] == 1.235
+    assert render.render_audit(EVENTS[1])["id"] is None
+
+
+def test_a_body_that_breaks_its_schema_is_refused(document: dict[str, Any]) -> None:
+    body = render.key_body(ACTIVE)
+    body["apiKey"]["extra"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        validate(document, "KeyResponse", body)
+    body = render.key_list_body(Page([ACTIVE], None))
+    del body["data"][0]["hint"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(document, "KeyListResponse", body)
+
+
+@pytest.mark.parametrize("code", sorted(STATUS))
+def test_the_hot_path_error_bytes_validate_against_the_error_schema(
+    document: dict[str, Any], code: str
+) -> None:
+    body = error_body(GatewayError(code, details={"field": "x"}), "req-1")
+    validate(document, "ErrorResponse", json.loads(body))
