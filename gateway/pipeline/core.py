@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -202,12 +202,30 @@ class DecisionCore:
 
     # --- the decision -------------------------------------------------------------------
 
-    async def decide(self, head: RequestHead, *, public: bool | None = None) -> Decision:
-        """The decision for `head`. Never raises for request problems: a denial is a
-        Decision with the error; an unexpected failure is 500 INTERNAL_ERROR (logged).
+    def decide(
+        self, head: RequestHead, *, public: bool | None = None
+    ) -> Coroutine[Any, Any, Decision]:
+        """The decision for `head` (await it). Never raises for request problems: a denial
+        is a Decision with the error; an unexpected failure is 500 INTERNAL_ERROR (logged).
 
         `public`: None follows the route rules; True skips the key checks; False needs a
         key whatever the rules say."""
+        return self._decide(head, public, False)  # type: ignore[return-value]
+
+    def decide_now(self, head: RequestHead) -> Decision | None:
+        """`decide(head)` without a task or an event-loop turn when it needs no I/O (the
+        hot path: a cached key, limits in this process); None when it does — nothing was
+        counted then, and the caller awaits `decide(head)` in a task instead."""
+        coro = self._decide(head, None, True)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        coro.close()  # cannot happen: an eager decision stops before any await
+        raise RuntimeError("an eager decision suspended")
+
+    async def _decide(self, head: RequestHead, public: bool | None, eager: bool) -> Decision | None:
+        # eager: return None (before counting anything) where an await would be needed.
         started = time.perf_counter()
         method = head.method
         path = head.path
@@ -273,6 +291,8 @@ class DecisionCore:
                 return decision
             resources = self.runtime.bundle
             if resources is None:
+                if eager:
+                    return None
                 resources = await self._open_lazily()
             self.throttle.check(client_ip)
             value = extract_key(presented, key_headers) if presented else None
@@ -284,6 +304,8 @@ class DecisionCore:
                 # Bad shape or checksum: rejected offline, no lookup to count or join.
                 self.throttle.failed(client_ip)
                 raise GatewayError("INVALID_API_KEY")
+            if key is None and eager:
+                return None  # a lookup: in a task
             if key is None and verifier.in_flight(value):
                 try:  # joins a lookup already counted: no evaluation of its own
                     key = await verifier.verify(value)
@@ -315,6 +337,8 @@ class DecisionCore:
                 limiter = resources.limiter
                 admission = limiter.admit_local(key.id, key.rate_limit)
                 if admission is None:  # counters in Redis: one round trip
+                    if eager:
+                        return None
                     admission = await limiter.admit(key.id, key.rate_limit)
                 limit_headers, limited = admission
                 decision.client_headers += limit_headers

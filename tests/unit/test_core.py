@@ -315,3 +315,33 @@ def test_decision_is_a_plain_value() -> None:
     decision = Decision(True, 200, None, None, None, "r", "ip", 0.0, [])
     assert decision.view() is None
     assert headers_of(decision.upstream_headers) == {b"x-request-id": b"r"}
+
+
+async def test_decide_now_decides_without_io_or_gives_way(runtime: Runtime) -> None:
+    core = DecisionCore.for_listener(runtime.settings, runtime=runtime)
+    _, value = await create(runtime)
+    # Not cached yet: a lookup is needed, so no decision — and nothing counted.
+    assert core.decide_now(head(key=value)) is None
+    first = await core.decide(head(key=value))
+    assert first.allowed and headers_of(first.client_headers)[b"ratelimit"].startswith(
+        b'"2/minute";r=1;'
+    )
+    # Cached: decided on the spot, counted once, the same as decide().
+    second = core.decide_now(head(key=value))
+    assert second is not None and second.allowed
+    assert headers_of(second.client_headers)[b"ratelimit"].startswith(b'"2/minute";r=0;')
+    limited = core.decide_now(head(key=value))
+    assert limited is not None and limited.status == 429 and limited.error is not None
+    assert limited.error.code == "RATE_LIMITED"
+    missing = core.decide_now(head())
+    assert missing is not None and missing.status == 401
+    public = core.decide_now(head("/public/x"))
+    assert public is not None and public.allowed and public.key is None
+
+
+async def test_decide_now_before_the_resources_are_open(tmp_path: Path) -> None:
+    core = DecisionCore.for_listener(make_settings(tmp_path))
+    assert core.decide_now(head(key="gw_whatever")) is None
+    decision = await core.decide(head())  # opens them lazily
+    assert decision.status == 401
+    await core.stop()

@@ -566,43 +566,80 @@ class ClientConnection(asyncio.Protocol):
     # --- running one exchange ----------------------------------------------------------
 
     def _start(self, exchange: Exchange) -> None:
-        self.loop.create_task(self._run(exchange))
+        """Decide now when that needs no I/O (the hot path: a cached key, limits in this
+        process) and act on it at the loop's next turn, as a task would, with a callback
+        instead (a task per request measured ~4 µs); else run the whole of it in a task."""
+        try:
+            decision = self.proxy.core.decide_now(self._request_head(exchange))
+        except Exception:  # not expected (the core answers its failures): as before
+            log.exception("proxy error")
+            decision = None
+        if decision is None:
+            self.loop.create_task(self._run(exchange))
+        else:
+            self.loop.call_soon(self._proceed, exchange, decision)
+
+    def _proceed(self, exchange: Exchange, decision: Decision) -> None:
+        try:
+            if self._decided(exchange, decision):
+                upstream = self.proxy.pool.acquire_idle()
+                if upstream is None:
+                    self.loop.create_task(self._forward_or_fail(exchange))
+                else:
+                    self._attach(exchange, upstream)
+        except Exception:
+            self._failed(exchange)
 
     async def _run(self, exchange: Exchange) -> None:
-        proxy = self.proxy
-        core = proxy.core
         try:
-            head = RequestHead(
-                exchange.method.decode("ascii"),
-                exchange.path,
-                exchange.headers,
-                self.peer,
-                exchange.raw_path,
-                proxy.scheme,
-            )
-            decision = await core.decide(head)
-            exchange.decision = decision
-            if self.closed:
-                exchange.finished = True
-                core.finish(decision, 499)
-                return
-            if not decision.allowed:
-                self.answer_error(exchange, None)
-                return
-            error = exchange.fail_error or exchange.target_error
-            if error is None and (exchange.content_length or 0) > proxy.max_body:
-                error = payload_too_large(proxy.max_body)
-            if error is not None:
-                self.answer_error(exchange, error)
-                return
+            decision = await self.proxy.core.decide(self._request_head(exchange))
+            if self._decided(exchange, decision):
+                await self._forward(exchange)
+        except Exception:
+            self._failed(exchange)
+
+    async def _forward_or_fail(self, exchange: Exchange) -> None:
+        try:
             await self._forward(exchange)
         except Exception:
-            log.exception("proxy error")
-            if not self.closed and self.queue and self.queue[0] is exchange:
-                if exchange.response_started:
-                    self.exchange_broken(exchange)
-                else:
-                    self.answer_error(exchange, GatewayError("INTERNAL_ERROR"))
+            self._failed(exchange)
+
+    def _request_head(self, exchange: Exchange) -> RequestHead:
+        return RequestHead(
+            exchange.method.decode("ascii"),
+            exchange.path,
+            exchange.headers,
+            self.peer,
+            exchange.raw_path,
+            self.proxy.scheme,
+        )
+
+    def _decided(self, exchange: Exchange, decision: Decision) -> bool:
+        """Act on the decision: True when the request is to be forwarded."""
+        proxy = self.proxy
+        exchange.decision = decision
+        if self.closed:
+            exchange.finished = True
+            proxy.core.finish(decision, 499)
+            return False
+        if not decision.allowed:
+            self.answer_error(exchange, None)
+            return False
+        error = exchange.fail_error or exchange.target_error
+        if error is None and (exchange.content_length or 0) > proxy.max_body:
+            error = payload_too_large(proxy.max_body)
+        if error is not None:
+            self.answer_error(exchange, error)
+            return False
+        return True
+
+    def _failed(self, exchange: Exchange) -> None:
+        log.exception("proxy error")
+        if not self.closed and self.queue and self.queue[0] is exchange:
+            if exchange.response_started:
+                self.exchange_broken(exchange)
+            else:
+                self.answer_error(exchange, GatewayError("INTERNAL_ERROR"))
 
     async def _forward(self, exchange: Exchange, *, fresh: bool = False) -> None:
         try:

@@ -367,6 +367,16 @@ class UpstreamPool:
 
     # --- acquire / release -------------------------------------------------------------
 
+    def acquire_idle(self) -> UpstreamConnection | None:
+        """An idle connection (newest first) without waiting, or None."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        return None
+
     async def acquire(self, *, fresh: bool = False) -> UpstreamConnection:
         """An idle connection (newest first), a new one, or the next one released."""
         idle = self.idle
