@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -19,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin.auth import admin_key_of, request_id_of
+from gateway.admin.routes import Handler, bind, operations_under
 from gateway.errors import GatewayError, invalid_request, payload_too_large
 from gateway.keys import render
 from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate, Status, parse_body
@@ -34,7 +34,7 @@ STATUS_FILTERS = {"all": None, "active": Status.ACTIVE, "revoked": Status.REVOKE
 _DIGITS = re.compile(r"[0-9]{1,9}")
 NO_STORE = {"Cache-Control": "no-store"}
 
-Handler = Callable[[Request], Awaitable[Response]]
+API_PREFIX = "/v1"
 
 
 class EmptyBody(BaseModel):
@@ -153,8 +153,9 @@ def json_response(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def api_routes(runtime: Runtime) -> list[Route]:
-    """The /v1 routes, relative to the /v1 mount. One Route per path, so a wrong method
-    gets 405 with the full `Allow` list of that path."""
+    """The /v1 routes of the route table (`gateway.admin.routes`), relative to the /v1
+    mount. One Route per path, so a wrong method gets 405 with the full `Allow` list of
+    that path."""
 
     def service() -> KeyService:
         resources = runtime.bundle
@@ -235,14 +236,19 @@ def api_routes(runtime: Runtime) -> list[Route]:
         page = await service().audit(key_id, limit, cursor)
         return json_response(render.audit_list_body(page))
 
-    return [
-        _route("/keys", GET=list_keys, POST=create_key),
-        _route("/keys/{id}", GET=get_key, PATCH=edit_key, DELETE=delete_key),
-        _route("/keys/{id}/usage", GET=key_usage),
-        _route("/keys/{id}/rotate", POST=rotate_key),
-        _route("/keys/{id}/revoke", POST=revoke_key),
-        _route("/audit", GET=list_audit),
-    ]
+    handlers: dict[str, Handler] = {
+        "listKeys": list_keys,
+        "createKey": create_key,
+        "getKey": get_key,
+        "editKey": edit_key,
+        "deleteKey": delete_key,
+        "listKeyUsage": key_usage,
+        "rotateKey": rotate_key,
+        "revokeKey": revoke_key,
+        "listAudit": list_audit,
+    }
+    paths = bind(operations_under(API_PREFIX), handlers)
+    return [_route(path.removeprefix(API_PREFIX), **methods) for path, methods in paths.items()]
 
 
 async def no_body(request: Request) -> None:

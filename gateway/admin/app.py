@@ -23,9 +23,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
-from gateway.admin.api import api_routes
+from gateway.admin.api import API_PREFIX, api_routes
 from gateway.admin.auth import AdminGuard, request_id_of
 from gateway.admin.openapi import openapi_document
+from gateway.admin.routes import ROUTES, bind
 from gateway.errors import GatewayError
 from gateway.pipeline.core import DecisionCore, render_error
 from gateway.runtime import Runtime
@@ -90,13 +91,16 @@ def create_admin_app(runtime: Runtime, *, manage_runtime: bool = False) -> Starl
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
 
+    # The operations outside /v1, from the route table (so they are in the document).
+    ops = {"health": healthz, "ready": _readyz(runtime), "metrics": metrics_text}
+    outside = [op for op in ROUTES if not op.path.startswith(API_PREFIX + "/")]
+    bind(outside, ops)  # a handler for each entry, and none the table does not name
     routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", _readyz(runtime), methods=["GET"]),
-        Route("/metrics", metrics_text, methods=["GET"]),
+        *(Route(op.path, ops[op.operation_id], methods=[op.method]) for op in outside),
+        # The document itself, the one route it does not describe.
         Route("/openapi.json", openapi_json, methods=["GET"]),
         # No slash redirects under /v1: an unknown path is a plain 404 envelope.
-        Mount("/v1", app=Router(api_routes(runtime), redirect_slashes=False)),
+        Mount(API_PREFIX, app=Router(api_routes(runtime), redirect_slashes=False)),
         Route("/v1", _NotFound()),  # any method: not a route (instead of a static 405)
     ]
     if DASHBOARD_DIR.is_dir():

@@ -14,8 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from gateway.keys.model import KeyCreate, KeyEdit, KeyRotate
-from gateway.keys.service import MAX_PAGE
+from gateway.admin.routes import ROUTES, TEXT, Operation
+from gateway.keys.model import KeyEdit
 from gateway.keys.shapes import (
     KEY_ID,
     AuditListResponse,
@@ -30,22 +30,31 @@ from gateway.keys.shapes import (
 )
 from gateway.settings import Settings
 
-CURSOR = r"^[0-9]{1,18}$"
 REF = "#/components/schemas/{model}"
 
 
-REQUEST_MODELS: list[type[BaseModel]] = [KeyCreate, KeyEdit, KeyRotate]
-RESPONSE_MODELS: list[type[BaseModel]] = [
-    KeyResponse,
-    KeySecretResponse,
-    KeyDetailsResponse,
-    KeyListResponse,
-    UsageListResponse,
-    AuditListResponse,
-    ErrorResponse,
-    Health,
-    Ready,
+# Re-exported: the response models, for tests and embedders that validate bodies.
+__all__ = [
+    "AuditListResponse",
+    "ErrorResponse",
+    "Health",
+    "KeyDetailsResponse",
+    "KeyListResponse",
+    "KeyResponse",
+    "KeySecretResponse",
+    "Ready",
+    "UsageListResponse",
+    "openapi_document",
 ]
+
+# The models of the route table's requests and answers, and the error envelope every
+# route may answer with: the document's component schemas.
+REQUEST_MODELS: list[type[BaseModel]] = list(
+    dict.fromkeys(op.request for op in ROUTES if op.request is not None)
+)
+RESPONSE_MODELS: list[type[BaseModel]] = list(
+    dict.fromkeys([*(op.ok[2] for op in ROUTES if isinstance(op.ok[2], type)), ErrorResponse])
+)
 
 # Rules the request models enforce in validators, stated for clients (the schema
 # generator cannot see inside a validator). The validators stay the authority.
@@ -80,7 +89,7 @@ def component_schemas() -> dict[str, Any]:
     return schemas
 
 
-# --- paths -------------------------------------------------------------------------------
+# --- paths (from the route table) -------------------------------------------------------
 
 _ERRORS = {
     "400": "Invalid request (`INVALID_REQUEST`, details name the `field`).",
@@ -94,7 +103,8 @@ _ERRORS = {
     "500": "A bug (`INTERNAL_ERROR`); never a stack trace.",
     "503": "The key store is unreachable (`SERVICE_UNAVAILABLE`).",
 }
-_AUTH_ERRORS = ["400", "401", "403", "429", "500", "503"]
+_AUTH_ERRORS = (400, 401, 403, 429, 500, 503)
+_KEY_ID = {"$ref": "#/components/parameters/KeyId"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -105,207 +115,65 @@ def _json(schema: str) -> dict[str, Any]:
     return {"application/json": {"schema": _ref(schema)}}
 
 
-def _ok(description: str, schema: str | None) -> dict[str, Any]:
+def _ok(description: str, model: type[BaseModel] | str | None) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
     }
-    if schema is not None:
-        response["content"] = _json(schema)
+    if model == TEXT:
+        response["content"] = {TEXT: {"schema": {"type": "string"}}}
+    elif isinstance(model, type):
+        response["content"] = _json(model.__name__)
     return response
 
 
-def _operation(
-    operation_id: str,
-    summary: str,
-    ok: tuple[str, str, str | None],
-    errors: list[str],
-    *,
-    parameters: list[dict[str, Any]] | None = None,
-    body: tuple[str, bool] | None = None,
-    public: bool = False,
-    tag: str = "keys",
-) -> dict[str, Any]:
-    status, description, schema = ok
+def _operation(op: Operation) -> dict[str, Any]:
+    status, description, model = op.ok
     operation: dict[str, Any] = {
-        "operationId": operation_id,
-        "summary": summary,
-        "tags": [tag],
-        "responses": {status: _ok(description, schema)},
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "responses": {str(status): _ok(description, model)},
     }
-    for code in sorted(set(errors if public else [*errors, *_AUTH_ERRORS])):
-        operation["responses"][code] = {"$ref": f"#/components/responses/Error{code}"}
-    if parameters:
-        operation["parameters"] = parameters
-    if body is not None:
-        model, required = body
-        operation["requestBody"] = {"required": required, "content": _json(model)}
-    if public:
+    errors = op.errors if op.public else (*op.errors, *_AUTH_ERRORS)
+    for code in sorted(set(errors)):
+        operation["responses"][str(code)] = {"$ref": f"#/components/responses/Error{code}"}
+    if op.query:
+        operation["parameters"] = list(op.query)
+    if op.request is not None:
+        operation["requestBody"] = {
+            "required": op.request_required,
+            "content": _json(op.request.__name__),
+        }
+    if op.public:
         operation["security"] = []
+    if op.links:
+        operation["responses"][str(status)]["links"] = _links()
     return operation
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-_KEY_ID = {"$ref": "#/components/parameters/KeyId"}
-_LIMIT = _query(
-    "limit",
-    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
-    f"Page size, 1–{MAX_PAGE}.",
-)
-
-
-def _cursor(name: str) -> dict[str, Any]:
-    return _query(name, {"type": "string", "pattern": CURSOR}, "The previous page's `nextCursor`.")
-
-
 def _paths() -> dict[str, Any]:
-    return {
-        "/v1/keys": {
-            "get": _operation(
-                "listKeys",
-                "List keys, newest first",
-                ("200", "A page of keys.", "KeyListResponse"),
-                [],
-                parameters=[
-                    _query(
-                        "status",
-                        {"type": "string", "enum": ["active", "revoked", "all"], "default": "all"},
-                        "Which keys to list.",
-                    ),
-                    _LIMIT,
-                    _cursor("cursor"),
-                ],
-            ),
-            "post": _with_links(
-                _operation(
-                    "createKey",
-                    "Create a key; the response carries its value, shown once",
-                    ("201", "The new key and its value.", "KeySecretResponse"),
-                    ["413"],
-                    body=("KeyCreate", True),
-                ),
-                "201",
-            ),
-        },
-        "/v1/keys/{id}": {
-            "parameters": [_KEY_ID],
-            "get": _operation(
-                "getKey",
-                "A key with its usage: totals, 30 daily counts, the last 20 requests",
-                ("200", "The key and its usage.", "KeyDetailsResponse"),
-                ["404"],
-            ),
-            "patch": _operation(
-                "editKey",
-                "Change name, scope, sites, rateLimit or expiresAt; the value stays",
-                ("200", "The key as it is now.", "KeyResponse"),
-                ["404", "413"],
-                body=("KeyEdit", True),
-            ),
-            "delete": _operation(
-                "deleteKey",
-                "Delete a revoked key for good (its audit events stay)",
-                ("204", "Deleted.", None),
-                ["404", "409", "413"],
-            ),
-        },
-        "/v1/keys/{id}/usage": {
-            "parameters": [_KEY_ID],
-            "get": _operation(
-                "listKeyUsage",
-                "Recent requests made with a key, newest first",
-                ("200", "A page of usage records.", "UsageListResponse"),
-                ["404"],
-                parameters=[_LIMIT, _cursor("before")],
-            ),
-        },
-        "/v1/keys/{id}/rotate": {
-            "parameters": [_KEY_ID],
-            "post": _with_links(
-                _operation(
-                    "rotateKey",
-                    "A new value for the key; the old one stops now or after the grace period",
-                    ("200", "The key and its new value.", "KeySecretResponse"),
-                    ["404", "409", "413"],
-                    body=("KeyRotate", False),
-                ),
-                "200",
-            ),
-        },
-        "/v1/keys/{id}/revoke": {
-            "parameters": [_KEY_ID],
-            "post": _with_links(
-                _operation(
-                    "revokeKey",
-                    "Revoke a key (idempotent)",
-                    ("200", "The revoked key.", "KeyResponse"),
-                    ["404", "413"],
-                ),
-                "200",
-            ),
-        },
-        "/v1/audit": {
-            "get": _operation(
-                "listAudit",
-                "Audit events, newest first",
-                ("200", "A page of audit events.", "AuditListResponse"),
-                [],
-                parameters=[
-                    _query("keyId", {"type": "string", "pattern": KEY_ID}, "Only this key's."),
-                    _LIMIT,
-                    _cursor("cursor"),
-                ],
-                tag="audit",
-            ),
-        },
-        "/healthz": {
-            "get": _operation(
-                "health", "Liveness", ("200", "Alive.", "Health"), [], public=True, tag="ops"
-            )
-        },
-        "/readyz": {
-            "get": _operation(
-                "ready",
-                "Readiness: the key store answers",
-                ("200", "Ready.", "Ready"),
-                ["503"],
-                public=True,
-                tag="ops",
-            )
-        },
-        "/metrics": {"get": _metrics_operation()},
-    }
+    """The document's paths: every operation of the route table, nothing else."""
+    paths: dict[str, Any] = {}
+    for op in ROUTES:
+        item = paths.setdefault(op.path, {})
+        if "{id}" in op.path:
+            item["parameters"] = [_KEY_ID]
+        item[op.method.lower()] = _operation(op)
+    return paths
 
 
 # What a client can do next with the id a response names (OpenAPI links).
 _KEY_OPERATIONS = ["getKey", "editKey", "deleteKey", "listKeyUsage", "rotateKey", "revokeKey"]
 
 
-def _with_links(operation: dict[str, Any], status: str) -> dict[str, Any]:
+def _links() -> dict[str, Any]:
     key_id = "$response.body#/apiKey/id"
     links: dict[str, Any] = {
         name: {"operationId": name, "parameters": {"id": key_id}} for name in _KEY_OPERATIONS
     }
     links["listAudit"] = {"operationId": "listAudit", "parameters": {"keyId": key_id}}
-    operation["responses"][status]["links"] = links
-    return operation
-
-
-def _metrics_operation() -> dict[str, Any]:
-    operation = _operation(
-        "metrics", "Prometheus metrics", ("200", "Metrics.", None), [], public=True, tag="ops"
-    )
-    operation["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}
-    return operation
+    return links
 
 
 def _security_schemes(settings: Settings) -> tuple[dict[str, Any], list[dict[str, list[str]]]]:

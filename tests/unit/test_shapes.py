@@ -1,5 +1,6 @@
 """The response shapes are one source: a rendered body validates against the schema the
-OpenAPI document publishes for it, and every route in the table is in the document."""
+OpenAPI document publishes for it, and the app, the route table and the document name the
+same routes."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from typing import Any
 
 import jsonschema
 import pytest
+from starlette.routing import Mount, Route
 
+from gateway.admin.app import create_admin_app
 from gateway.admin.openapi import openapi_document
+from gateway.admin.routes import ROUTES, TEXT, bind
 from gateway.errors import STATUS, GatewayError, error_body
 from gateway.keys import render
 from gateway.keys.model import AccessLevel, ApiKey, Status
+from gateway.runtime import Runtime
 from gateway.settings import load_settings
 from gateway.store.base import AuditEvent, DailyUsage, Page, UsageRecord, UsageSummary
 
@@ -104,3 +109,70 @@ def test_the_hot_path_error_bytes_validate_against_the_error_schema(
 ) -> None:
     body = error_body(GatewayError(code, details={"field": "x"}), "req-1")
     validate(document, "ErrorResponse", json.loads(body))
+
+
+# --- the route table and the document ----------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ROUTES, ids=[op.operation_id for op in ROUTES])
+def test_every_route_is_in_the_document_with_its_schemas(document: dict[str, Any], op: Any) -> None:
+    operation = document["paths"][op.path][op.method.lower()]
+    assert operation["operationId"] == op.operation_id
+    status, _, model = op.ok
+    answer = operation["responses"][str(status)]
+    if model is None:
+        assert "content" not in answer
+    elif model == TEXT:
+        assert answer["content"] == {TEXT: {"schema": {"type": "string"}}}
+    else:
+        ref = answer["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/{model.__name__}"
+        assert model.__name__ in document["components"]["schemas"]
+    for code, response in operation["responses"].items():
+        if code != str(status):  # every error answer is the one envelope
+            name = response["$ref"].rsplit("/", 1)[1]
+            error = document["components"]["responses"][name]
+            assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    if op.request is not None:
+        body = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert body["$ref"] == f"#/components/schemas/{op.request.__name__}"
+    if op.public:
+        assert operation["security"] == []
+    else:
+        assert {"401", "403"} <= set(operation["responses"])
+
+
+def test_the_document_has_no_path_the_table_does_not_name(document: dict[str, Any]) -> None:
+    table = {(op.path, op.method.lower()) for op in ROUTES}
+    documented = {(path, method) for path, item in document["paths"].items() for method in item} - {
+        (path, "parameters") for path in document["paths"]
+    }
+    assert documented == table
+
+
+def _served(routes: list[Any], prefix: str = "") -> set[tuple[str, str]]:
+    served: set[tuple[str, str]] = set()
+    for route in routes:
+        if isinstance(route, Mount) and route.path == "/v1":
+            served |= _served(route.routes, "/v1")
+        elif isinstance(route, Route) and route.methods is not None:
+            served |= {(prefix + route.path, m) for m in route.methods if m != "HEAD"}
+    return served
+
+
+def test_the_app_serves_exactly_the_table_and_the_document_itself() -> None:
+    app = create_admin_app(Runtime(load_settings()))
+    table = {(op.path, op.method) for op in ROUTES}
+    assert _served(app.routes) == table | {("/openapi.json", "GET")}
+
+
+def test_bind_refuses_a_handler_without_an_entry_and_an_entry_without_a_handler() -> None:
+    async def handler(request: Any) -> Any:
+        raise AssertionError
+
+    ops = [op for op in ROUTES if op.path == "/healthz"]
+    assert bind(ops, {"health": handler}) == {"/healthz": {"GET": handler}}
+    with pytest.raises(LookupError, match="undocumentedThing"):
+        bind(ops, {"health": handler, "undocumentedThing": handler})
+    with pytest.raises(KeyError):
+        bind(ops, {})
