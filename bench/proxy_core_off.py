@@ -29,6 +29,9 @@ class NoChecks:
     """A decision core that decides nothing: every request is allowed as it is."""
 
     async def decide(self, head: RequestHead) -> Decision:
+        return self.decide_now(head)
+
+    def decide_now(self, head: RequestHead) -> Decision:
         request_id = new_request_id()
         return Decision(
             True,
