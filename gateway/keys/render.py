@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from gateway.keys import shapes
 from gateway.keys.model import ApiKey
+from gateway.keys.shapes import moment
 from gateway.store.base import AuditEvent, Page, UsageRecord, UsageSummary
 
 
@@ -26,12 +27,12 @@ def _key_fields(key: ApiKey, rotation_days: int) -> dict[str, Any]:
         "status": key.status.value,
         "rateLimit": key.rate_limit,
         "hint": key.hint,
-        "createdAt": key.created_at,
-        "updatedAt": key.updated_at,
-        "lastUsedAt": key.last_used_at,
-        "expiresAt": key.expires_at,
-        "revokedAt": key.revoked_at,
-        "rotatedAt": key.rotated_at,
+        "createdAt": moment(key.created_at),
+        "updatedAt": moment(key.updated_at),
+        "lastUsedAt": moment(key.last_used_at),
+        "expiresAt": moment(key.expires_at),
+        "revokedAt": moment(key.revoked_at),
+        "rotatedAt": moment(key.rotated_at),
         "rotationDue": key.rotation_due(rotation_days),
         "expired": key.expired(),
     }
@@ -43,7 +44,7 @@ def key_record(key: ApiKey, rotation_days: int = 90) -> shapes.ApiKeyRecord:
 
 def usage_record(record: UsageRecord) -> shapes.UsageRecord:
     return shapes.UsageRecord.model_construct(
-        at=record.at,
+        at=moment(record.at),
         method=record.method,
         path=record.path,
         status=record.status,
@@ -66,7 +67,7 @@ def usage(summary: UsageSummary) -> shapes.Usage:
 def audit_event(event: AuditEvent) -> shapes.AuditEvent:
     return shapes.AuditEvent.model_construct(
         id=str(event.seq) if event.seq is not None else None,
-        at=event.at,
+        at=moment(event.at),
         action=event.action,
         keyId=event.key_id,
         actor=event.actor,
