@@ -131,7 +131,9 @@ def test_one_limit_and_one_throttle_across_workers(gateway: Gateway) -> None:
     codes = [r.json()["error"]["code"] for r in refused]
     assert codes.count("INVALID_API_KEY") == 7, codes
     assert codes.count("TOO_MANY_FAILED_ATTEMPTS") == 13
-    served = [pid for pid in workers if cpu_ticks(pid) - before[pid] >= 5]
+    # 120 short requests cost a worker only a few ticks (10 ms each) on the native data
+    # path, so any CPU beyond an idle worker's (about none in this second) counts.
+    served = [pid for pid in workers if cpu_ticks(pid) - before[pid] >= 1]
     assert len(served) == WORKERS, "both workers should have served requests"
     # /metrics, answered by whichever worker, counts every worker's requests.
     wait_for(
