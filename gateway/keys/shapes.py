@@ -21,7 +21,7 @@ KEY_ID = r"^key_[0-9A-Za-z]{16}$"
 
 # Times on the wire: "2026-01-31T12:00:00Z" (UTC, to the second). `moment` truncates them
 # and pydantic's own serializer writes them: a Python serializer per field made a key
-# record ~2x as costly to render as the hand-written dicts, this ~1.3-1.6x (bench/render.py).
+# record ~2x as costly to render as the hand-written dicts, this 1.2-1.5x (bench/render.py).
 def moment(value: datetime | None) -> datetime | None:
     """`value` at the wire's precision: UTC, whole seconds (as `keys.model.rfc3339`)."""
     return None if value is None else value.astimezone(UTC).replace(microsecond=0)
