@@ -302,7 +302,10 @@ class DecisionCore:
             key = verifier.cached(value)  # the hot path: a known valid key, no lookup
             if key is None and not is_well_formed(value, verifier.prefix):
                 # Bad shape or checksum: rejected offline, no lookup to count or join.
-                self.throttle.failed(client_ip)
+                # Counted by the one atomic step that also enforces the limit (429 when
+                # used up): check() above and a separate count would let workers sharing
+                # the table both pass check() and evaluate one more than the limit.
+                self.throttle.attempt(client_ip)
                 raise GatewayError("INVALID_API_KEY")
             if key is None and eager:
                 return None  # a lookup: in a task
